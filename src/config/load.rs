@@ -1,0 +1,343 @@
+//! Reading a config file: YAML parsing with exact error locations, then the checks that span
+//! several fields (a remote needs a base_url, virtual members must exist, ...), each reported at
+//! the line and column of the key it concerns.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{Config, RepoKind};
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    pub message: String,
+    /// What to do about it, when we can say.
+    pub hint: Option<String>,
+}
+
+/// A config file that could not be loaded, with every problem found in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                d.line,
+                d.column,
+                d.message
+            )?;
+            if let Some(h) = &d.hint {
+                write!(f, " (hint: {h})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the config at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        diagnostics: vec![Diagnostic {
+            line: 1,
+            column: 1,
+            message: format!("cannot read config: {e}"),
+            hint: Some("pass --config PATH or set ARTIFACTAPI_CONFIG".into()),
+        }],
+    })?;
+    load_str(&text).map_err(|diagnostics| ConfigError {
+        file: path.to_path_buf(),
+        diagnostics,
+    })
+}
+
+/// Parses and validates config text.
+pub fn load_str(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let source = if text.trim().is_empty() { "{}" } else { text };
+    let config: Config =
+        serde_yaml::from_str(source).map_err(|e| vec![yaml_diagnostic(&e, text)])?;
+    let problems = check(&config, text);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn yaml_diagnostic(e: &serde_yaml::Error, text: &str) -> Diagnostic {
+    let (mut line, mut column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let full = e.to_string();
+    // serde_yaml appends " at line N column M"; the location is reported separately.
+    let message = match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    // Inside a sequence the parser points at the previous item; a value quoted in the message
+    // (`invalid regex "..."`) finds the right line.
+    if let Some(value) = quoted_value(&message)
+        && let Some(found) = find_from(text, line, &value)
+    {
+        (line, column) = found;
+    }
+    let hint = if message.contains("unknown field") {
+        Some("see SPEC.md for the fields each section accepts".to_string())
+    } else if message.contains("unknown variant") {
+        Some("check the spelling of the value".to_string())
+    } else {
+        None
+    };
+    Diagnostic {
+        line,
+        column,
+        message,
+        hint,
+    }
+}
+
+/// The first `"..."` in a message, unescaped as Rust's `{:?}` escaped it.
+fn quoted_value(message: &str) -> Option<String> {
+    let start = message.find('"')? + 1;
+    let mut out = String::new();
+    let mut chars = message[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return (!out.is_empty()).then_some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// The 1-based position of `needle` at or after 1-based `line`.
+fn find_from(text: &str, line: usize, needle: &str) -> Option<(usize, usize)> {
+    text.lines()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
+}
+
+/// Checks that span several fields.
+fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut at = |keys: &[&str], message: String, hint: Option<&str>| {
+        let (line, column) = locate(text, keys);
+        out.push(Diagnostic {
+            line,
+            column,
+            message,
+            hint: hint.map(str::to_string),
+        });
+    };
+    for (name, repo) in &config.remotes {
+        let n = name.as_str();
+        match repo.kind {
+            RepoKind::Remote => {
+                if repo.base_url.is_none() {
+                    at(
+                        &["remotes", n],
+                        format!("remote repository '{n}' has no base_url"),
+                        Some("add base_url: https://upstream.example/path"),
+                    );
+                }
+                if !repo.members.is_empty() {
+                    at(
+                        &["remotes", n, "members"],
+                        format!("members is only valid for virtual repositories ('{n}' is remote)"),
+                        None,
+                    );
+                }
+            }
+            RepoKind::Local => {
+                if repo.base_url.is_some() {
+                    at(
+                        &["remotes", n, "base_url"],
+                        format!("local repository '{n}' has no upstream; remove base_url"),
+                        None,
+                    );
+                }
+            }
+            RepoKind::Virtual => {
+                if repo.members.is_empty() {
+                    at(
+                        &["remotes", n],
+                        format!("virtual repository '{n}' has no members"),
+                        Some("add members: [repo-a, repo-b]"),
+                    );
+                }
+                for m in &repo.members {
+                    match config.remotes.get(m) {
+                        None => at(
+                            &["remotes", n, "members"],
+                            format!("virtual repository '{n}' lists unknown member '{m}'"),
+                            None,
+                        ),
+                        Some(member) if member.package != repo.package => at(
+                            &["remotes", n, "members"],
+                            format!(
+                                "member '{m}' has package {}, but '{n}' has package {}",
+                                member.package.as_str(),
+                                repo.package.as_str()
+                            ),
+                            None,
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                if let Some(cycle) = find_cycle(config, n) {
+                    at(
+                        &["remotes", n, "members"],
+                        format!("virtual repositories form a cycle: {}", cycle.join(" -> ")),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn find_cycle(config: &Config, start: &str) -> Option<Vec<String>> {
+    fn walk(config: &Config, node: &str, stack: &mut Vec<String>) -> bool {
+        if stack.iter().any(|s| s == node) {
+            stack.push(node.to_string());
+            return true;
+        }
+        let Some(repo) = config.remotes.get(node) else {
+            return false;
+        };
+        stack.push(node.to_string());
+        for m in &repo.members {
+            if walk(config, m.as_str(), stack) {
+                return true;
+            }
+        }
+        stack.pop();
+        false
+    }
+    let mut stack = Vec::new();
+    if walk(config, start, &mut stack) && stack.first().map(String::as_str) == Some(start) {
+        Some(stack)
+    } else {
+        None
+    }
+}
+
+/// Best-effort position of a key path in block-style YAML: each key is looked for on a later
+/// line, indented deeper than its parent. Falls back to the deepest key found.
+pub(crate) fn locate(text: &str, keys: &[&str]) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut pos = (1, 1);
+    let mut from = 0;
+    let mut parent_indent: Option<usize> = None;
+    for key in keys {
+        let mut found = false;
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            let indent = line.len() - line.trim_start().len();
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if let Some(p) = parent_indent
+                && indent <= p
+            {
+                break;
+            }
+            let bare = trimmed.trim_start_matches("- ");
+            let matches = [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| bare.starts_with(k.as_str()));
+            if matches {
+                pos = (i + 1, indent + 1 + (trimmed.len() - bare.len()));
+                from = i + 1;
+                parent_indent = Some(indent);
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            break;
+        }
+    }
+    pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predecessor_style_config_loads() {
+        let text = "remotes:\n  fedora:\n    type: remote\n    package: rpm\n    base_url: https://dl.example.org/fedora\n    include_patterns:\n      - '.*\\.rpm$'\n    cache:\n      index_ttl: 300\n";
+        let c = load_str(text).unwrap();
+        let r = &c.remotes["fedora"];
+        assert_eq!(r.cache.index_ttl.as_secs(), 300);
+        assert_eq!(r.cache.file_ttl.as_secs(), 0);
+        assert_eq!(r.include_patterns.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_has_location() {
+        let text =
+            "remotes:\n  fedora:\n    type: remote\n    package: rpm\n    bse_url: https://x\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].line, 5, "{d:?}");
+        assert!(d[0].message.contains("unknown field `bse_url`"), "{d:?}");
+    }
+
+    #[test]
+    fn bad_regex_has_location() {
+        let text = "remotes:\n  a:\n    type: remote\n    package: generic\n    base_url: http://h\n    include_patterns:\n      - 'ok'\n      - '(?<=x)y'\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!(d[0].line, 8, "{d:?}");
+        assert!(d[0].message.contains("invalid regex"), "{d:?}");
+    }
+
+    #[test]
+    fn missing_base_url_reported_at_repo() {
+        let text = "remotes:\n  ok:\n    type: remote\n    package: generic\n    base_url: http://h\n  broken:\n    type: remote\n    package: generic\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!((d[0].line, d[0].column), (6, 3), "{d:?}");
+    }
+
+    #[test]
+    fn virtual_cycles_and_unknown_members() {
+        let text = "remotes:\n  a:\n    type: virtual\n    package: generic\n    members: [b]\n  b:\n    type: virtual\n    package: generic\n    members: [a, nope]\n";
+        let d = load_str(text).unwrap_err();
+        let msgs: Vec<_> = d.iter().map(|d| d.message.as_str()).collect();
+        assert!(msgs.iter().any(|m| m.contains("cycle")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("unknown member 'nope'")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_config() {
+        assert!(load_str("").unwrap().remotes.is_empty());
+    }
+}

@@ -1,0 +1,344 @@
+//! Validated value types used by the config: each one checks itself while it is deserialised,
+//! so the YAML parser can report the exact line and column of a bad value.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// Expands `${VAR}` (and `${VAR:-default}`) from the environment. `$$` stands for a literal `$`.
+pub fn expand_env(input: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated '${{' in {input:?}"))?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!("invalid environment variable name {name:?}"));
+            }
+            match (std::env::var(name), default) {
+                (Ok(v), _) => out.push_str(&v),
+                (Err(_), Some(d)) => out.push_str(d),
+                (Err(_), None) => {
+                    return Err(format!("environment variable {name} is not set"));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A string with `${VAR}` references expanded at load time.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EnvString(pub String);
+
+impl<'de> Deserialize<'de> for EnvString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw).map(EnvString).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Debug for EnvString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Deref for EnvString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A secret (password, token, key). Expanded like [`EnvString`]; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EnvString::deserialize(d).map(|s| Secret(s.0))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A compiled regular expression from `include_patterns` / `index_patterns`. Python's `re`
+/// syntax is accepted where the `regex` crate supports it (no look-around, no backreferences);
+/// anything else is rejected at load time. Matching is unanchored, like Python's `re.search`.
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    pub fn new(source: &str) -> Result<Self, String> {
+        regex::Regex::new(source)
+            .map(Pattern)
+            .map_err(|e| format!("invalid regex {source:?}: {}", first_line(&e.to_string())))
+    }
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(|l| l.trim_start_matches("error:").trim().to_string())
+        .next()
+        .unwrap_or_else(|| s.lines().last().unwrap_or(s).trim().to_string())
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Pattern::new(&raw).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.0.as_str())
+    }
+}
+
+/// An upstream base URL: absolute http(s), with a host, no query or fragment, no trailing `/`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BaseUrl(reqwest::Url);
+
+impl BaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(raw).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("base_url must be http or https, got {raw:?}"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("base_url has no host: {raw:?}"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "base_url must not have a query or fragment: {raw:?}"
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("base_url must not embed credentials; use username and password".into());
+        }
+        Ok(BaseUrl(url))
+    }
+    pub fn url(&self) -> &reqwest::Url {
+        &self.0
+    }
+    /// The base without a trailing slash, ready for `/{path}` to be appended.
+    pub fn as_prefix(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
+    }
+}
+
+impl<'de> Deserialize<'de> for BaseUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = EnvString::deserialize(d)?;
+        BaseUrl::parse(&raw).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Debug for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+
+/// A duration given as whole seconds (`300`) or in human form (`5m`, `1h 30m`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Seconds(pub Duration);
+
+impl Seconds {
+    pub const fn secs(n: u64) -> Self {
+        Seconds(Duration::from_secs(n))
+    }
+    pub fn as_secs(&self) -> u64 {
+        self.0.as_secs()
+    }
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds or a duration such as \"5m\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds::secs(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                u64::try_from(v)
+                    .map(Seconds::secs)
+                    .map_err(|_| E::custom(format!("a duration cannot be negative: {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(Seconds(Duration::from_secs_f64(v)))
+                } else {
+                    Err(E::custom(format!("invalid duration: {v}")))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
+                if let Ok(n) = v.trim().parse::<u64>() {
+                    return Ok(Seconds::secs(n));
+                }
+                humantime::parse_duration(v)
+                    .map(Seconds)
+                    .map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A repository name: letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
+/// 64 characters. Names appear in URLs and storage keys, so nothing else is allowed.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RepoName(String);
+
+impl RepoName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(RepoName(raw.to_string()))
+        } else {
+            Err(format!(
+                "invalid repository name {raw:?}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RepoName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        RepoName::parse(&raw).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Debug for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for RepoName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_env_references() {
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(expand_env("a-${PATH}-b").unwrap(), format!("a-{path}-b"));
+        assert_eq!(expand_env("$$HOME").unwrap(), "$HOME");
+        assert_eq!(
+            expand_env("${ARTIFACTAPI_TEST_UNSET_X:-dflt}").unwrap(),
+            "dflt"
+        );
+        assert!(
+            expand_env("${ARTIFACTAPI_TEST_UNSET_X}")
+                .unwrap_err()
+                .contains("not set")
+        );
+        assert!(expand_env("${bad name}").is_err());
+        assert!(expand_env("${OPEN").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert!(BaseUrl::parse("https://example.org/pub/").is_ok());
+        assert_eq!(
+            BaseUrl::parse("https://example.org/pub/")
+                .unwrap()
+                .as_prefix(),
+            "https://example.org/pub"
+        );
+        assert!(BaseUrl::parse("ftp://example.org").is_err());
+        assert!(BaseUrl::parse("https://u:p@example.org").is_err());
+        assert!(BaseUrl::parse("https://example.org/?a=b").is_err());
+        assert!(BaseUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn repo_names() {
+        assert!(RepoName::parse("fedora-40_x.y").is_ok());
+        assert!(RepoName::parse("").is_err());
+        assert!(RepoName::parse("-x").is_err());
+        assert!(RepoName::parse("a/b").is_err());
+        assert!(RepoName::parse("..").is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The core's error type. It knows nothing of HTTP responses: `server::error` maps each kind to
+//! a status code and a JSON body, and the CLI prints the message and its causes.
+
+use std::sync::Arc;
+
+/// A shareable, type-erased cause (storage and metadata backends report through it).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Everything the cache core can fail with. Cloneable so that one failed fill can be reported
+/// to every client that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("repository '{0}' is not configured")]
+    UnknownRepository(String),
+    #[error("repository '{name}' is of type {actual}, this endpoint serves type {expected}")]
+    WrongRepositoryType {
+        name: String,
+        actual: &'static str,
+        expected: &'static str,
+    },
+    #[error("repository '{name}' has package {actual}, this endpoint serves package {expected}")]
+    WrongPackage {
+        name: String,
+        actual: &'static str,
+        expected: &'static str,
+    },
+    #[error("invalid path: {0}")]
+    BadPath(String),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("the path is not allowed by the repository's include_patterns")]
+    Forbidden,
+    #[error("not found upstream")]
+    NotFound,
+    #[error("upstream answered HTTP {0}")]
+    UpstreamStatus(u16),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+    #[error("upstream body failed verification: {0}")]
+    Integrity(String),
+    #[error("range not satisfiable (object size {size})")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("storage backend error: {context}")]
+    Storage {
+        context: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("metadata backend error: {context}")]
+    Metadata {
+        context: String,
+        #[source]
+        cause: Cause,
+    },
+}
+
+impl Error {
+    /// A storage failure with what we were doing when it happened.
+    pub fn storage(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |e| Error::Storage {
+            context,
+            cause: Arc::new(e),
+        }
+    }
+
+    /// A metadata failure with what we were doing when it happened.
+    pub fn metadata<E: std::error::Error + Send + Sync + 'static>(
+        context: impl Into<String>,
+    ) -> impl FnOnce(E) -> Error {
+        let context = context.into();
+        move |e| Error::Metadata {
+            context,
+            cause: Arc::new(e),
+        }
+    }
+
+    /// True for failures that mean "upstream could not give us a good answer right now",
+    /// which is when a stale cached copy may be served instead.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::UpstreamStatus(_)
+                | Error::UpstreamUnreachable(_)
+                | Error::UpstreamTimeout(_)
+                | Error::Integrity(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,43 @@
+//! artifactapi: a caching artifact proxy. The library holds the whole core (config, storage,
+//! metadata, upstream access, format rules and the cache engine) plus the HTTP server and the
+//! CLI commands that sit on top of it.
+//!
+//! Layering: `server` and `commands` call `repo`; `repo` calls `storage`, `meta`, `upstream` and
+//! `package`; nothing below `repo` knows about HTTP serving or the CLI.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod metrics;
+pub mod package;
+pub mod repo;
+pub mod server;
+pub mod storage;
+pub mod upstream;
+
+/// The version string reported by `/health` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch, the time unit of all persisted metadata.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An error and all its causes, joined by ": ", for logs and CLI output.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,128 @@
+//! Cache metadata: one record per stored object (size, digest, upstream validators, class,
+//! expiry) and short-lived negative entries for upstream 404s, behind the configured backend.
+
+mod embedded;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, MetadataBackend};
+use crate::error::Result;
+use crate::package::CacheClass;
+
+pub use embedded::EmbeddedMeta;
+
+/// What we know about one stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex sha256 of the bytes.
+    pub sha256: String,
+    /// Upstream `ETag`, for `If-None-Match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Upstream `Last-Modified`, for `If-Modified-Since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// Upstream `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// When the bytes (or their last revalidation) came from upstream, ms since the epoch.
+    pub fetched_at_ms: u64,
+    /// Index or file.
+    pub class: CacheClass,
+    /// When the object must be revalidated, ms since the epoch; `None` = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+impl ObjectMeta {
+    /// True while the object may be served without asking upstream.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|t| now_ms < t)
+    }
+}
+
+/// A stored record with its key, as listed.
+#[derive(Debug, Clone)]
+pub struct MetaEntry {
+    pub key: String,
+    pub meta: ObjectMeta,
+}
+
+/// The configured metadata backend.
+pub enum MetaStore {
+    Embedded(EmbeddedMeta),
+}
+
+impl MetaStore {
+    pub async fn from_config(config: &Config) -> Result<MetaStore> {
+        match config.metadata.backend {
+            MetadataBackend::Embedded => Ok(MetaStore::Embedded(
+                EmbeddedMeta::open(&config.metadata_root()).await?,
+            )),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        match self {
+            MetaStore::Embedded(m) => m.get(key).await,
+        }
+    }
+
+    pub async fn put(&self, key: &str, meta: &ObjectMeta) -> Result<()> {
+        match self {
+            MetaStore::Embedded(m) => m.put(key, meta).await,
+        }
+    }
+
+    /// Removes a record; true when it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        match self {
+            MetaStore::Embedded(m) => m.delete(key).await,
+        }
+    }
+
+    /// Every record under the directory `prefix` (`"fedora/"`), or all.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<MetaEntry>> {
+        match self {
+            MetaStore::Embedded(m) => m.list(prefix).await,
+        }
+    }
+
+    /// True while an upstream 404 for `key` is remembered.
+    pub async fn is_negative(&self, key: &str) -> Result<bool> {
+        match self {
+            MetaStore::Embedded(m) => Ok(m.is_negative(key)),
+        }
+    }
+
+    /// Remembers an upstream 404 for `key` until `expires_at_ms`.
+    pub async fn put_negative(&self, key: &str, expires_at_ms: u64) -> Result<()> {
+        match self {
+            MetaStore::Embedded(m) => {
+                m.put_negative(key, expires_at_ms);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets negative entries under `prefix`; returns how many.
+    pub async fn clear_negative(&self, prefix: &str) -> Result<u64> {
+        match self {
+            MetaStore::Embedded(m) => Ok(m.clear_negative(prefix)),
+        }
+    }
+
+    pub async fn sweep_temp_files(&self) -> Result<u64> {
+        match self {
+            MetaStore::Embedded(m) => m.sweep_temp_files().await,
+        }
+    }
+
+    pub async fn check(&self) -> Result<()> {
+        match self {
+            MetaStore::Embedded(m) => m.check().await,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Repositories and the cache engine. `Engine` is what the server and the CLI hold: the config,
+//! the shared cache (storage, metadata, fills in flight, metrics) and one handler per configured
+//! repository. Callers ask it for a repository and then for a path; it never sees HTTP serving.
+
+pub mod fill;
+pub mod path;
+pub mod remote;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{Config, RepoKind};
+use crate::error::{Error, Result};
+use crate::meta::MetaStore;
+use crate::metrics::Metrics;
+use crate::storage::{ByteStream, Storage};
+
+pub use fill::Inflight;
+pub use path::RepoPath;
+pub use remote::RemoteRepo;
+
+/// Where a response came from, reported as `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the cache without asking upstream.
+    Hit,
+    /// Fetched from upstream (and cached as it streamed).
+    Miss,
+    /// Expired, upstream failed, the old copy was served.
+    Stale,
+    /// Expired, upstream confirmed the cached copy (304).
+    Revalidated,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
+        }
+    }
+}
+
+/// An answer to a GET or HEAD, ready to be turned into a response.
+pub struct Served {
+    pub cache: CacheStatus,
+    /// Length of the body that follows (the range when one is served); `None` when upstream
+    /// did not say and the body streams as it arrives.
+    pub content_length: Option<u64>,
+    /// `(first, last, total)` when a single range is served.
+    pub range: Option<(u64, u64, u64)>,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The body; `None` for HEAD.
+    pub body: Option<ByteStream>,
+}
+
+/// State shared by every repository: where objects and records live, what is being fetched.
+pub struct Cache {
+    pub storage: Storage,
+    pub meta: MetaStore,
+    pub inflight: Inflight,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The configured repositories over one shared cache.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub cache: Arc<Cache>,
+    remotes: BTreeMap<String, Arc<RemoteRepo>>,
+}
+
+impl Engine {
+    /// Opens the backends the config names and prepares every repository.
+    pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<Engine> {
+        let storage = Storage::from_config(&config).await?;
+        let meta = MetaStore::from_config(&config).await?;
+        let cache = Arc::new(Cache {
+            storage,
+            meta,
+            inflight: Inflight::default(),
+            metrics,
+        });
+        let mut remotes = BTreeMap::new();
+        for (name, repo) in &config.remotes {
+            if repo.kind == RepoKind::Remote {
+                let r = RemoteRepo::new(name.as_str(), repo.clone(), cache.clone())?;
+                remotes.insert(name.as_str().to_string(), Arc::new(r));
+            }
+        }
+        Ok(Engine {
+            config: Arc::new(config),
+            cache,
+            remotes,
+        })
+    }
+
+    /// The remote repository `name`: unknown names and other repository types are errors.
+    pub fn remote(&self, name: &str) -> Result<&Arc<RemoteRepo>> {
+        if let Some(r) = self.remotes.get(name) {
+            return Ok(r);
+        }
+        match self.config.remotes.get(name) {
+            None => Err(Error::UnknownRepository(name.to_string())),
+            Some(repo) => Err(Error::WrongRepositoryType {
+                name: name.to_string(),
+                actual: repo.kind.as_str(),
+                expected: "remote",
+            }),
+        }
+    }
+
+    /// Removes temp files left by processes that died mid-write.
+    pub async fn sweep_temp_files(&self) -> Result<u64> {
+        Ok(self.cache.storage.sweep_temp_files().await?
+            + self.cache.meta.sweep_temp_files().await?)
+    }
+}

@@ -1,0 +1,485 @@
+//! Remote repositories: hit → serve from storage; miss → one coalesced upstream fetch that
+//! streams to every waiting client while it is written to storage, committed only when whole;
+//! expired → conditional revalidation, serving the stale copy when upstream fails.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures::{FutureExt, StreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, LAST_MODIFIED};
+use reqwest::{Method, Response};
+use sha2::{Digest, Sha256};
+
+use super::fill::{self, BodyHead, FillSender, FillState, Joined};
+use super::{Cache, CacheStatus, RepoPath, Served};
+use crate::config::{PackageKind, RepoConfig};
+use crate::error::{Error, Result};
+use crate::meta::ObjectMeta;
+use crate::package::{CacheClass, classify};
+use crate::storage::ByteRange;
+use crate::upstream::{Upstream, Validators, transport_error};
+
+/// Bytes gathered from upstream before a write to storage (unless upstream pauses first).
+const WRITE_BATCH: usize = 256 * 1024;
+
+pub struct RemoteRepo {
+    name: String,
+    config: RepoConfig,
+    upstream: Upstream,
+    cache: Arc<Cache>,
+}
+
+impl RemoteRepo {
+    pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
+        let upstream = Upstream::new(&config)?.ok_or_else(|| {
+            Error::BadRequest(format!("remote repository '{name}' has no base_url"))
+        })?;
+        Ok(RemoteRepo {
+            name: name.to_string(),
+            config,
+            upstream,
+            cache,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn package(&self) -> PackageKind {
+        self.config.package
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The storage key of `path`.
+    pub fn key(&self, path: &RepoPath) -> String {
+        format!("{}/{}", self.name, path)
+    }
+
+    pub fn class_of(&self, path: &RepoPath) -> CacheClass {
+        classify(
+            self.config.package,
+            path.as_str(),
+            &self.config.index_patterns,
+        )
+    }
+
+    /// include_patterns: when set, a file must match its path or its full upstream URL. Index
+    /// files are exempt, so a filtered mirror still has working metadata.
+    fn check_allowed(&self, path: &RepoPath, class: CacheClass) -> Result<()> {
+        let patterns = &self.config.include_patterns;
+        if patterns.is_empty() || class == CacheClass::Index {
+            return Ok(());
+        }
+        let url = self.upstream.url(path);
+        if patterns
+            .iter()
+            .any(|p| p.is_match(path.as_str()) || p.is_match(&url))
+        {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    fn expiry(&self, class: CacheClass, now_ms: u64) -> Option<u64> {
+        let ttl = match class {
+            CacheClass::Index => self.config.cache.index_ttl,
+            CacheClass::File if self.config.cache.file_ttl.is_zero() => return None,
+            CacheClass::File => self.config.cache.file_ttl,
+        };
+        Some(now_ms + ttl.0.as_millis() as u64)
+    }
+
+    /// Answers a GET for `path`. `range` is honoured for cached objects.
+    pub async fn get(
+        self: &Arc<Self>,
+        path: &RepoPath,
+        range: Option<ByteRange>,
+    ) -> Result<Served> {
+        let class = self.class_of(path);
+        self.check_allowed(path, class)?;
+        let key = self.key(path);
+        let now = crate::now_ms();
+        let cached = self.cache.meta.get(&key).await?;
+        match &cached {
+            Some(meta) if meta.is_fresh(now) => {
+                if let Some(s) = self
+                    .serve_stored(&key, meta, CacheStatus::Hit, range)
+                    .await?
+                {
+                    return Ok(s);
+                }
+                // The object went away underneath its record (flushed by another process).
+                self.cache.meta.delete(&key).await?;
+            }
+            Some(_) => {}
+            None => {
+                if self.cache.meta.is_negative(&key).await? {
+                    return Err(Error::NotFound);
+                }
+            }
+        }
+        let validators = cached.as_ref().map(|m| Validators {
+            etag: m.etag.clone(),
+            last_modified: m.last_modified.clone(),
+        });
+        let mut rx = match self.cache.inflight.join(&key) {
+            Joined::Started(tx, rx) => {
+                let this = self.clone();
+                let path = path.clone();
+                let key = key.clone();
+                tokio::spawn(async move { this.run_fill(path, key, class, validators, tx).await });
+                rx
+            }
+            Joined::Waiting(rx) => {
+                self.cache
+                    .metrics
+                    .coalesced_waiters
+                    .with_label_values(&[&self.name])
+                    .inc();
+                rx
+            }
+        };
+        match fill::started(&mut rx).await {
+            FillState::Body(p) => Ok(Served {
+                cache: CacheStatus::Miss,
+                content_length: p.head.content_length,
+                range: None,
+                content_type: p.head.content_type.clone(),
+                etag: p.head.etag.clone(),
+                last_modified: p.head.last_modified.clone(),
+                body: Some(fill::follow(rx)),
+            }),
+            FillState::Ready(status) => {
+                let meta = self.cache.meta.get(&key).await?;
+                match meta {
+                    Some(m) => self.serve_stored(&key, &m, status, range).await?,
+                    None => None,
+                }
+                .ok_or_else(|| Error::UpstreamUnreachable("cached object vanished".into()))
+            }
+            FillState::Failed(e) => {
+                if e.is_upstream_failure()
+                    && let Some(meta) = self.cache.meta.get(&key).await?
+                    && let Some(s) = self
+                        .serve_stored(&key, &meta, CacheStatus::Stale, range)
+                        .await?
+                {
+                    tracing::warn!(repository = %self.name, %path, error = %e, "serving stale copy");
+                    return Ok(s);
+                }
+                Err(e)
+            }
+            FillState::Pending => unreachable!("started() never returns Pending"),
+        }
+    }
+
+    /// Answers a HEAD for `path` without downloading a body: from metadata on a hit, with an
+    /// upstream HEAD otherwise.
+    pub async fn head(&self, path: &RepoPath) -> Result<Served> {
+        let class = self.class_of(path);
+        self.check_allowed(path, class)?;
+        let key = self.key(path);
+        let cached = self.cache.meta.get(&key).await?;
+        if let Some(meta) = &cached
+            && meta.is_fresh(crate::now_ms())
+            && let Some(size) = self.cache.storage.head(&key).await?
+        {
+            return Ok(served_from_meta(meta, size, CacheStatus::Hit));
+        }
+        if cached.is_none() && self.cache.meta.is_negative(&key).await? {
+            return Err(Error::NotFound);
+        }
+        let result = self.upstream_request(Method::HEAD, path, None).await;
+        let stale = |e: Error| async {
+            if e.is_upstream_failure()
+                && let Some(meta) = &cached
+                && let Ok(Some(size)) = self.cache.storage.head(&key).await
+            {
+                return Ok(served_from_meta(meta, size, CacheStatus::Stale));
+            }
+            Err(e)
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return stale(e).await,
+        };
+        match resp.status().as_u16() {
+            200 => {
+                let h = body_head(resp.headers());
+                Ok(Served {
+                    cache: CacheStatus::Miss,
+                    content_length: h.content_length,
+                    range: None,
+                    content_type: h.content_type,
+                    etag: h.etag,
+                    last_modified: h.last_modified,
+                    body: None,
+                })
+            }
+            404 | 410 => {
+                self.remember_not_found(&key).await;
+                Err(Error::NotFound)
+            }
+            s => stale(Error::UpstreamStatus(s)).await,
+        }
+    }
+
+    async fn serve_stored(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        status: CacheStatus,
+        range: Option<ByteRange>,
+    ) -> Result<Option<Served>> {
+        let Some(read) = self.cache.storage.get(key, range).await? else {
+            return Ok(None);
+        };
+        let content_length = match read.range {
+            Some((a, b)) => b - a + 1,
+            None => read.size,
+        };
+        Ok(Some(Served {
+            cache: status,
+            content_length: Some(content_length),
+            range: read.range.map(|(a, b)| (a, b, read.size)),
+            content_type: meta.content_type.clone(),
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified.clone(),
+            body: Some(read.body),
+        }))
+    }
+
+    /// Sends one request upstream and records it in the metrics.
+    async fn upstream_request(
+        &self,
+        method: Method,
+        path: &RepoPath,
+        validators: Option<&Validators>,
+    ) -> Result<Response> {
+        let started = Instant::now();
+        let result = self.upstream.send(method, path, validators).await;
+        let m = &self.cache.metrics;
+        m.upstream_latency
+            .with_label_values(&[&self.name])
+            .observe(started.elapsed().as_secs_f64());
+        let status = match &result {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(_) => "error".to_string(),
+        };
+        m.upstream_requests
+            .with_label_values(&[self.name.as_str(), status.as_str()])
+            .inc();
+        result
+    }
+
+    async fn remember_not_found(&self, key: &str) {
+        let ttl = self.config.cache.negative_ttl;
+        if !ttl.is_zero() {
+            let until = crate::now_ms() + ttl.0.as_millis() as u64;
+            if let Err(e) = self.cache.meta.put_negative(key, until).await {
+                tracing::warn!(key, error = %e, "could not record negative cache entry");
+            }
+        }
+    }
+
+    /// Drives one fill to its end; every outcome is published through `tx`.
+    async fn run_fill(
+        self: Arc<Self>,
+        path: RepoPath,
+        key: String,
+        class: CacheClass,
+        validators: Option<Validators>,
+        tx: FillSender,
+    ) {
+        // Another fill may have committed between the caller's lookup and its join.
+        if validators.is_none()
+            && let Ok(Some(meta)) = self.cache.meta.get(&key).await
+            && meta.is_fresh(crate::now_ms())
+            && let Ok(Some(_)) = self.cache.storage.head(&key).await
+        {
+            tx.finish(FillState::Ready(CacheStatus::Hit));
+            return;
+        }
+        tracing::info!(repository = %self.name, %path, revalidate = validators.is_some(), "fetching from upstream");
+        let resp = match self
+            .upstream_request(Method::GET, &path, validators.as_ref())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return tx.finish(FillState::Failed(e)),
+        };
+        match resp.status().as_u16() {
+            200 => match self.store_body(resp, &key, class, &tx).await {
+                Ok(()) => tx.complete(),
+                Err(e) => {
+                    tracing::warn!(repository = %self.name, %path, error = %e, "fetch failed; nothing cached");
+                    tx.finish(FillState::Failed(e))
+                }
+            },
+            304 if validators.is_some() => match self.renew(&key, class, resp.headers()).await {
+                Ok(()) => tx.finish(FillState::Ready(CacheStatus::Revalidated)),
+                Err(e) => tx.finish(FillState::Failed(e)),
+            },
+            404 | 410 => {
+                self.remember_not_found(&key).await;
+                if validators.is_some() {
+                    // Upstream removed it: drop our copy too.
+                    let _ = self.cache.meta.delete(&key).await;
+                    let _ = self.cache.storage.delete(&key).await;
+                }
+                tx.finish(FillState::Failed(Error::NotFound))
+            }
+            s => tx.finish(FillState::Failed(Error::UpstreamStatus(s))),
+        }
+    }
+
+    /// A 304: the cached copy is good for another TTL.
+    async fn renew(&self, key: &str, class: CacheClass, headers: &HeaderMap) -> Result<()> {
+        let Some(mut meta) = self.cache.meta.get(key).await? else {
+            return Err(Error::UpstreamUnreachable(
+                "revalidated object has no record".into(),
+            ));
+        };
+        let now = crate::now_ms();
+        meta.fetched_at_ms = now;
+        meta.expires_at_ms = self.expiry(class, now);
+        if let Some(etag) = header(headers, &ETAG) {
+            meta.etag = Some(etag);
+        }
+        if let Some(lm) = header(headers, &LAST_MODIFIED) {
+            meta.last_modified = Some(lm);
+        }
+        self.cache.meta.put(key, &meta).await
+    }
+
+    /// Streams a 200 body into storage while publishing progress; commits only a whole body.
+    async fn store_body(
+        &self,
+        resp: Response,
+        key: &str,
+        class: CacheClass,
+        tx: &FillSender,
+    ) -> Result<()> {
+        let head = body_head(resp.headers());
+        let expected = head.content_length;
+        let mut writer = self.cache.storage.writer(key).await?;
+        let spool = writer
+            .spool_reader()
+            .map_err(Error::storage("opening spool"))?;
+        tx.body(head.clone(), spool);
+
+        let mut hasher = Sha256::new();
+        let mut total: u64 = 0;
+        let mut batch = BytesMut::new();
+        let mut body = resp.bytes_stream();
+        let upstream_bytes = self
+            .cache
+            .metrics
+            .upstream_bytes
+            .with_label_values(&[&self.name]);
+        loop {
+            let next = match body.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    // Upstream is pausing: hand what we have to the waiting clients.
+                    if !batch.is_empty() {
+                        let n = batch.len() as u64;
+                        writer.write(batch.split().freeze()).await?;
+                        tx.progress(n);
+                    }
+                    body.next().await
+                }
+            };
+            let chunk = match next {
+                None => break,
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(transport_error(e)),
+            };
+            total += chunk.len() as u64;
+            upstream_bytes.inc_by(chunk.len() as u64);
+            if expected.is_some_and(|cl| total > cl) {
+                return Err(Error::Integrity(format!(
+                    "upstream sent more than its Content-Length of {}",
+                    expected.unwrap_or_default()
+                )));
+            }
+            hasher.update(&chunk);
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= WRITE_BATCH {
+                let n = batch.len() as u64;
+                writer.write(batch.split().freeze()).await?;
+                tx.progress(n);
+            }
+        }
+        if let Some(cl) = expected
+            && total != cl
+        {
+            return Err(Error::Integrity(format!(
+                "upstream body ended after {total} of {cl} bytes"
+            )));
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            writer.write(batch.split().freeze()).await?;
+            tx.progress(n);
+        }
+        writer.commit().await?;
+        let now = crate::now_ms();
+        let previous = self.cache.meta.get(key).await.ok().flatten();
+        let meta = ObjectMeta {
+            size: total,
+            sha256: hex::encode(hasher.finalize()),
+            etag: head.etag,
+            last_modified: head.last_modified,
+            content_type: head.content_type,
+            fetched_at_ms: now,
+            class,
+            expires_at_ms: self.expiry(class, now),
+        };
+        self.cache.meta.put(key, &meta).await?;
+        let m = &self.cache.metrics;
+        match previous {
+            Some(p) => m.cache_bytes.add(total as i64 - p.size as i64),
+            None => {
+                m.cache_objects.inc();
+                m.cache_bytes.add(total as i64);
+            }
+        }
+        tracing::info!(repository = %self.name, key, bytes = total, "cached");
+        Ok(())
+    }
+}
+
+fn served_from_meta(meta: &ObjectMeta, size: u64, cache: CacheStatus) -> Served {
+    Served {
+        cache,
+        content_length: Some(size),
+        range: None,
+        content_type: meta.content_type.clone(),
+        etag: meta.etag.clone(),
+        last_modified: meta.last_modified.clone(),
+        body: None,
+    }
+}
+
+fn header(headers: &HeaderMap, name: &reqwest::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn body_head(headers: &HeaderMap) -> BodyHead {
+    BodyHead {
+        content_length: header(headers, &CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
+        content_type: header(headers, &CONTENT_TYPE),
+        etag: header(headers, &ETAG),
+        last_modified: header(headers, &LAST_MODIFIED),
+    }
+}

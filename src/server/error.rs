@@ -1,0 +1,114 @@
+//! The one place where core errors become HTTP responses: status code, JSON body
+//! `{"error", "message", "remote", "path"}`, and a single log line for server-side failures.
+//! Internal causes (file paths, backend messages) are logged, never sent to clients.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// A core error with the request context it is reported with.
+pub struct ApiError {
+    pub error: Error,
+    pub remote: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(error: Error) -> Self {
+        ApiError {
+            error,
+            remote: None,
+            path: None,
+        }
+    }
+
+    pub fn at(error: Error, remote: &str, path: Option<&str>) -> Self {
+        ApiError {
+            error,
+            remote: Some(remote.to_string()),
+            path: path.map(str::to_string),
+        }
+    }
+
+    /// Status and stable error code of each kind.
+    pub fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
+        match error {
+            Error::UnknownRepository(_) => (StatusCode::NOT_FOUND, "repository_not_found"),
+            Error::WrongRepositoryType { .. } => (StatusCode::BAD_REQUEST, "wrong_repository_type"),
+            Error::WrongPackage { .. } => (StatusCode::BAD_REQUEST, "wrong_package"),
+            Error::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Error::UpstreamStatus(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            Error::Integrity(_) => (StatusCode::BAD_GATEWAY, "upstream_integrity"),
+            Error::UpstreamUnreachable(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_unreachable"),
+            Error::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Error::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            Error::Storage { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            Error::Metadata { .. } => (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable"),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError::new(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = ApiError::status_and_code(&self.error);
+        let message = match &self.error {
+            // Backend details stay in the log.
+            Error::Storage { .. } | Error::Metadata { .. } => {
+                "the cache backend is unavailable; retry later".to_string()
+            }
+            e => e.to_string(),
+        };
+        if status.is_server_error() {
+            tracing::error!(
+                remote = self.remote.as_deref(),
+                path = self.path.as_deref(),
+                error = %crate::error_chain(&self.error),
+                "request failed"
+            );
+        }
+        let body = Body {
+            error: code,
+            message,
+            remote: self.remote.as_deref(),
+            path: self.path.as_deref(),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        match &self.error {
+            Error::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            Error::Storage { .. } | Error::Metadata { .. } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP server: router, shared state, start-up and graceful shutdown. Handlers are thin:
+//! they parse the request, call the engine, and turn its answer into a response.
+
+mod error;
+mod remote;
+mod respond;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::repo::Engine;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole route table.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/remote/{*rest}", get(remote::get_remote))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let cache = &state.engine.cache;
+    let (storage, meta) = tokio::join!(cache.storage.check(), cache.meta.check());
+    let ok = storage.is_ok() && meta.is_ok();
+    let body = json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "version": crate::VERSION,
+        "backends": {
+            "storage": { "reachable": storage.is_ok() },
+            "metadata": { "reachable": meta.is_ok() },
+        },
+        "fills_in_flight": cache.inflight.len(),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let body = json!({
+        "error": "route_not_found",
+        "message": format!("no route for {}", uri.path()),
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// Serves until SIGINT/SIGTERM, then stops accepting and gives responses in flight `grace` to
+/// finish. Calls `on_ready` with the bound address once listening.
+pub async fn run(
+    state: AppState,
+    listen: SocketAddr,
+    grace: Duration,
+    on_ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    on_ready(addr);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, finishing responses in flight");
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r,
+        _ = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "responses still in flight after the grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,103 @@
+//! Turning an engine answer into an HTTP response, and reading the `Range` header.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures::StreamExt;
+use prometheus::IntCounter;
+
+use crate::repo::Served;
+use crate::storage::ByteRange;
+
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The single range of a `Range: bytes=...` header. Several ranges, other units or bad syntax
+/// give `None`, and the whole object is served (as RFC 9110 allows).
+pub fn parse_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = value.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    match (a.is_empty(), b.is_empty()) {
+        (true, false) => b.parse().ok().map(ByteRange::Suffix),
+        (false, true) => a.parse().ok().map(ByteRange::From),
+        (false, false) => Some(ByteRange::FromTo(a.parse().ok()?, b.parse().ok()?)),
+        (true, true) => None,
+    }
+}
+
+/// Builds the response; body bytes are counted into `bytes_served` as they go out.
+pub fn served(s: Served, bytes_served: IntCounter) -> Response {
+    let status = if s.range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let body = match s.body {
+        Some(stream) => Body::from_stream(stream.inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                bytes_served.inc_by(c.len() as u64);
+            }
+        })),
+        None => Body::empty(),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if let Some(len) = s.content_length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let ct = s
+        .content_type
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ct);
+    if let Some(v) = s
+        .etag
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(v) = s
+        .last_modified
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if let Some((a, b, total)) = s.range
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{total}"))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(X_CACHE, HeaderValue::from_static(s.cache.as_str()));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> Option<ByteRange> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        parse_range(&h)
+    }
+
+    #[test]
+    fn parses_single_ranges() {
+        assert_eq!(range("bytes=0-99"), Some(ByteRange::FromTo(0, 99)));
+        assert_eq!(range("bytes=100-"), Some(ByteRange::From(100)));
+        assert_eq!(range("bytes=-5"), Some(ByteRange::Suffix(5)));
+        assert_eq!(range("bytes=0-1,5-6"), None);
+        assert_eq!(range("items=0-1"), None);
+        assert_eq!(range("bytes=x-1"), None);
+        assert_eq!(range("bytes=-"), None);
+    }
+}

@@ -1,0 +1,398 @@
+//! The filesystem backend: objects under `ROOT/objects/{key}`. Writes go to a temp file in the
+//! destination's directory, are fsynced and renamed into place; a guard deletes the temp file on
+//! every early exit, and a start-up sweep removes those of processes that died.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{ByteRange, ObjectEntry, ObjectRead};
+use crate::error::{Error, Result};
+
+/// Temp files start with this; request paths may not (see `repo::path`).
+pub const TEMP_PREFIX: &str = ".artifactapi-tmp-";
+
+/// Objects at most this large are read in one go on a hit.
+const SMALL_OBJECT: u64 = 128 * 1024;
+/// Read size for streaming larger objects.
+const READ_CHUNK: usize = 256 * 1024;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct FsStorage {
+    objects: PathBuf,
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) a data directory.
+    pub async fn open(root: &Path) -> Result<FsStorage> {
+        let objects = root.join("objects");
+        tokio::fs::create_dir_all(&objects)
+            .await
+            .map_err(Error::storage(format!("creating {}", objects.display())))?;
+        Ok(FsStorage { objects })
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let safe = !key.is_empty()
+            && key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\'));
+        if !safe {
+            return Err(Error::BadPath(format!("unsafe storage key {key:?}")));
+        }
+        Ok(self.objects.join(key))
+    }
+
+    pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
+        let path = self.path_of(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(Error::storage(format!("opening {key}"))(e)),
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(Error::storage(format!("stat {key}")))?
+            .len();
+        let (start, len, served) = match range {
+            None => (0, size, None),
+            Some(r) => {
+                let (a, b) = r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?;
+                (a, b - a + 1, Some((a, b)))
+            }
+        };
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start))
+                .await
+                .map_err(Error::storage(format!("seeking {key}")))?;
+        }
+        let body: super::ByteStream = if len <= SMALL_OBJECT {
+            let mut buf = Vec::with_capacity(len as usize);
+            (&mut file)
+                .take(len)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(Error::storage(format!("reading {key}")))?;
+            if buf.len() as u64 != len {
+                return Err(Error::storage(format!("reading {key}"))(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object shorter than its size",
+                )));
+            }
+            futures::stream::once(async move { Ok(Bytes::from(buf)) }).boxed()
+        } else {
+            ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed()
+        };
+        Ok(Some(ObjectRead {
+            size,
+            range: served,
+            body,
+        }))
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(Error::storage(format!("stat {key}"))(e)),
+        }
+    }
+
+    pub async fn writer(&self, key: &str) -> Result<FsWriter> {
+        let dest = self.path_of(key)?;
+        let dir = dest
+            .parent()
+            .ok_or_else(|| Error::BadPath(key.to_string()))?
+            .to_path_buf();
+        let ctx = format!("creating temp file for {key}");
+        tokio::task::spawn_blocking(move || -> io::Result<FsWriter> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(
+                "{TEMP_PREFIX}{}-{}",
+                std::process::id(),
+                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            Ok(FsWriter {
+                file: Some(file),
+                tmp: TempGuard(Some(tmp)),
+                dest,
+                dir,
+            })
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(Error::storage(ctx))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_absent(&e) => Ok(false),
+            Err(e) => Err(Error::storage(format!("deleting {key}"))(e)),
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>> {
+        let root = self.objects.clone();
+        let prefix = prefix.trim_end_matches('/').to_string();
+        tokio::task::spawn_blocking(move || {
+            let start = if prefix.is_empty() {
+                root.clone()
+            } else {
+                root.join(&prefix)
+            };
+            let mut out = Vec::new();
+            walk(&start, &mut |path, meta| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with(TEMP_PREFIX) {
+                    return;
+                }
+                if let Ok(rel) = path.strip_prefix(&root)
+                    && let Some(key) = rel.to_str()
+                {
+                    out.push(ObjectEntry {
+                        key: key.to_string(),
+                        size: meta.len(),
+                    });
+                }
+            })?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(Error::storage("listing objects"))
+    }
+
+    pub async fn sweep_temp_files(&self) -> Result<u64> {
+        let root = self.objects.clone();
+        tokio::task::spawn_blocking(move || sweep_dir(&root))
+            .await
+            .map_err(join_error)?
+            .map_err(Error::storage("sweeping temp files"))
+    }
+
+    pub async fn check(&self) -> Result<()> {
+        tokio::fs::metadata(&self.objects)
+            .await
+            .map(|_| ())
+            .map_err(Error::storage("data directory"))
+    }
+}
+
+/// Removes temp files whose writing process is gone. Used for objects and metadata records.
+pub(crate) fn sweep_dir(root: &Path) -> io::Result<u64> {
+    let mut removed = 0;
+    walk(root, &mut |path, _| {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+            return;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive && std::fs::remove_file(path).is_ok() {
+            removed += 1;
+        }
+    })?;
+    Ok(removed)
+}
+
+/// Depth-first walk over regular files; a missing start directory is an empty walk.
+pub(crate) fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if is_absent(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let path = entry.path();
+        if ft.is_dir() {
+            walk(&path, f)?;
+        } else if ft.is_file()
+            && let Ok(meta) = entry.metadata()
+        {
+            f(&path, &meta);
+        }
+    }
+    Ok(())
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::storage("background task")(io::Error::other(e.to_string()))
+}
+
+/// Deletes its path when dropped, unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// An object being written to a temp file beside its destination.
+pub struct FsWriter {
+    file: Option<std::fs::File>,
+    tmp: TempGuard,
+    dest: PathBuf,
+    dir: PathBuf,
+}
+
+impl FsWriter {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::storage("writing")(io::Error::other("writer already failed")))?;
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let r = file.write_all(&chunk);
+            (file, r)
+        })
+        .await
+        .map_err(join_error)?;
+        result.map_err(Error::storage("writing object"))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::storage("commit")(io::Error::other("writer already failed")))?;
+        let tmp = self.tmp.0.clone().expect("temp path present until commit");
+        let dest = self.dest.clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(&tmp, &dest)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(Error::storage(format!(
+            "committing {}",
+            self.dest.display()
+        )))?;
+        self.tmp.0 = None;
+        Ok(())
+    }
+
+    pub fn spool_reader(&self) -> io::Result<std::fs::File> {
+        match &self.tmp.0 {
+            Some(p) => std::fs::File::open(p),
+            None => Err(io::Error::other("writer already committed")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(read: ObjectRead) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut body = read.body;
+        while let Some(c) = body.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn write_commit_read_and_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::open(dir.path()).await.unwrap();
+        let mut w = s.writer("r/a/b.bin").await.unwrap();
+        w.write(Bytes::from_static(b"hello ")).await.unwrap();
+        w.write(Bytes::from_static(b"world")).await.unwrap();
+        assert!(
+            s.get("r/a/b.bin", None).await.unwrap().is_none(),
+            "visible before commit"
+        );
+        w.commit().await.unwrap();
+        let got = s.get("r/a/b.bin", None).await.unwrap().unwrap();
+        assert_eq!(got.size, 11);
+        assert_eq!(read_all(got).await, b"hello world");
+        let part = s
+            .get("r/a/b.bin", Some(ByteRange::FromTo(6, 8)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(part.range, Some((6, 8)));
+        assert_eq!(read_all(part).await, b"wor");
+        assert!(matches!(
+            s.get("r/a/b.bin", Some(ByteRange::From(11))).await,
+            Err(Error::RangeNotSatisfiable { size: 11 })
+        ));
+        assert_eq!(s.list("r/").await.unwrap().len(), 1);
+        assert!(s.delete("r/a/b.bin").await.unwrap());
+        assert!(!s.delete("r/a/b.bin").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn dropped_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::open(dir.path()).await.unwrap();
+        let mut w = s.writer("r/x").await.unwrap();
+        w.write(Bytes::from_static(b"partial")).await.unwrap();
+        drop(w);
+        let mut names = Vec::new();
+        walk(&dir.path().join("objects"), &mut |p, _| {
+            names.push(p.to_path_buf())
+        })
+        .unwrap();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_dead_writers_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::open(dir.path()).await.unwrap();
+        let d = dir.path().join("objects/r");
+        std::fs::create_dir_all(&d).unwrap();
+        // pid 0 never names a live process in /proc.
+        std::fs::write(d.join(format!("{TEMP_PREFIX}0-1")), b"x").unwrap();
+        let live = d.join(format!("{TEMP_PREFIX}{}-9", std::process::id()));
+        std::fs::write(&live, b"x").unwrap();
+        assert_eq!(s.sweep_temp_files().await.unwrap(), 1);
+        assert!(live.exists());
+    }
+
+    #[tokio::test]
+    async fn rejects_unsafe_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::open(dir.path()).await.unwrap();
+        for k in ["../x", "r/../../x", "/etc/passwd", "r//x", "r\\..\\x", ""] {
+            assert!(s.get(k, None).await.is_err(), "{k}");
+        }
+    }
+}

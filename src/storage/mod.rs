@@ -1,0 +1,176 @@
+//! Object storage: a streaming get/put/head/delete/list interface over the configured backend.
+//! Objects are addressed by readable keys `{repository}/{path}`; a write is invisible until it
+//! is committed whole, and a writer dropped before commit leaves nothing behind.
+
+mod fs;
+
+use std::io;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::config::{Config, StorageBackend};
+use crate::error::Result;
+
+pub use fs::{FsStorage, FsWriter, TEMP_PREFIX};
+pub(crate) use fs::{sweep_dir, walk};
+
+/// A stream of object bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A byte range as a client asked for it (one range of an HTTP `Range` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=a-`
+    From(u64),
+    /// `bytes=a-b` (inclusive)
+    FromTo(u64, u64),
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// The inclusive `(first, last)` byte positions within an object of `size` bytes, or `None`
+    /// when the range cannot be satisfied.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        if size == 0 {
+            return None;
+        }
+        match self {
+            ByteRange::From(a) if a < size => Some((a, size - 1)),
+            ByteRange::FromTo(a, b) if a <= b && a < size => Some((a, b.min(size - 1))),
+            ByteRange::Suffix(n) if n > 0 => Some((size.saturating_sub(n), size - 1)),
+            _ => None,
+        }
+    }
+}
+
+/// An object opened for reading.
+pub struct ObjectRead {
+    /// Size of the whole object.
+    pub size: u64,
+    /// The inclusive range served, when one was asked for.
+    pub range: Option<(u64, u64)>,
+    /// The bytes (the range, or the whole object).
+    pub body: ByteStream,
+}
+
+/// One stored object, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub size: u64,
+}
+
+/// The configured storage backend.
+pub enum Storage {
+    Fs(FsStorage),
+}
+
+impl Storage {
+    /// Opens the backend the config names, creating what it needs.
+    pub async fn from_config(config: &Config) -> Result<Storage> {
+        match config.storage.backend {
+            StorageBackend::Filesystem => {
+                Ok(Storage::Fs(FsStorage::open(&config.storage.path).await?))
+            }
+        }
+    }
+
+    /// Opens `key` for reading; `Ok(None)` when absent. A range that cannot be satisfied is
+    /// `Error::RangeNotSatisfiable`.
+    pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
+        match self {
+            Storage::Fs(s) => s.get(key, range).await,
+        }
+    }
+
+    /// Size of `key`, or `None` when absent.
+    pub async fn head(&self, key: &str) -> Result<Option<u64>> {
+        match self {
+            Storage::Fs(s) => s.head(key).await,
+        }
+    }
+
+    /// Starts writing `key`. Nothing is visible until [`StorageWriter::commit`].
+    pub async fn writer(&self, key: &str) -> Result<StorageWriter> {
+        match self {
+            Storage::Fs(s) => Ok(StorageWriter::Fs(s.writer(key).await?)),
+        }
+    }
+
+    /// Removes `key`; true when it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        match self {
+            Storage::Fs(s) => s.delete(key).await,
+        }
+    }
+
+    /// Every object whose key starts with the directory `prefix` (`"fedora/"`), or all.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>> {
+        match self {
+            Storage::Fs(s) => s.list(prefix).await,
+        }
+    }
+
+    /// Removes temp files left by processes that died mid-write. Returns how many.
+    pub async fn sweep_temp_files(&self) -> Result<u64> {
+        match self {
+            Storage::Fs(s) => s.sweep_temp_files().await,
+        }
+    }
+
+    /// Whether the backend answers.
+    pub async fn check(&self) -> Result<()> {
+        match self {
+            Storage::Fs(s) => s.check().await,
+        }
+    }
+}
+
+/// An object being written. Dropping it without `commit` discards what was written.
+pub enum StorageWriter {
+    Fs(FsWriter),
+}
+
+impl StorageWriter {
+    /// Appends bytes.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        match self {
+            StorageWriter::Fs(w) => w.write(chunk).await,
+        }
+    }
+
+    /// Makes the object visible under its key, atomically replacing any previous one.
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            StorageWriter::Fs(w) => w.commit().await,
+        }
+    }
+
+    /// A read handle on the bytes written so far, for clients that follow a fill while it runs.
+    pub fn spool_reader(&self) -> io::Result<std::fs::File> {
+        match self {
+            StorageWriter::Fs(w) => w.spool_reader(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange;
+
+    #[test]
+    fn ranges_resolve() {
+        assert_eq!(ByteRange::From(0).resolve(10), Some((0, 9)));
+        assert_eq!(ByteRange::From(10).resolve(10), None);
+        assert_eq!(ByteRange::FromTo(2, 4).resolve(10), Some((2, 4)));
+        assert_eq!(ByteRange::FromTo(2, 400).resolve(10), Some((2, 9)));
+        assert_eq!(ByteRange::FromTo(5, 4).resolve(10), None);
+        assert_eq!(ByteRange::Suffix(3).resolve(10), Some((7, 9)));
+        assert_eq!(ByteRange::Suffix(30).resolve(10), Some((0, 9)));
+        assert_eq!(ByteRange::Suffix(0).resolve(10), None);
+        assert_eq!(ByteRange::From(0).resolve(0), None);
+    }
+}
