@@ -1,0 +1,595 @@
+//! End-to-end tests of remote repositories: the built binary against a real upstream server
+//! that the tests control.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Mode, Proxy, TestUpstream, client, raw_get, sha256_hex, test_bytes};
+use futures::StreamExt;
+
+fn generic(up: &TestUpstream, extra: &str) -> String {
+    format!(
+        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n{extra}",
+        up.url()
+    )
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn miss_then_hit_served_with_upstream_stopped() {
+    let mut up = TestUpstream::start();
+    let body = test_bytes(300_000, 1);
+    up.put("files/dir/tool-1.0.tar.gz", body.clone());
+    let proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let url = proxy.remote("gen", "dir/tool-1.0.tar.gz");
+
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(header(&r, "content-length"), "300000");
+    assert_eq!(header(&r, "content-type"), "application/x-test");
+    assert!(header(&r, "etag").starts_with('"'));
+    assert_eq!(r.bytes().await.unwrap(), body);
+
+    up.stop();
+    // The fill commits after the last byte; give it a moment before asserting a hit.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        last = header(&r, "x-cache");
+        let got = r.bytes().await.unwrap();
+        assert_eq!(got, body);
+        if last == "HIT" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, "HIT");
+    assert_eq!(up.count("GET", "files/dir/tool-1.0.tar.gz"), 1);
+
+    // The cached object and its record are readable, in the documented layout.
+    let obj = proxy.data_dir().join("objects/gen/dir/tool-1.0.tar.gz");
+    assert_eq!(std::fs::read(&obj).unwrap(), body);
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(proxy.data_dir().join("meta/gen/dir/tool-1.0.tar.gz.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["sha256"], sha256_hex(&body));
+    assert_eq!(rec["size"], 300_000);
+    assert_eq!(rec["class"], "file");
+}
+
+#[tokio::test]
+async fn hit_survives_restart() {
+    let mut up = TestUpstream::start();
+    up.put("files/a.bin", test_bytes(1000, 2));
+    let mut proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let url = proxy.remote("gen", "a.bin");
+    assert_eq!(
+        c.get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len(),
+        1000
+    );
+    wait_for_hit(&c, &url).await;
+    up.stop();
+    proxy.restart();
+    let url = proxy.remote("gen", "a.bin");
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "HIT");
+    assert_eq!(r.bytes().await.unwrap(), test_bytes(1000, 2));
+}
+
+async fn wait_for_hit(c: &reqwest::Client, url: &str) {
+    for _ in 0..100 {
+        let r = c.head(url).send().await.unwrap();
+        if header(&r, "x-cache") == "HIT" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("{url} never became a hit");
+}
+
+#[tokio::test]
+async fn concurrent_cold_requests_make_one_upstream_get_and_stream_early() {
+    let up = TestUpstream::start();
+    let size = 64 * 1024 * 1024;
+    let body = test_bytes(size, 3);
+    let expected = sha256_hex(&body);
+    up.put("files/big.iso", body);
+    // 64 MiB in 1 MiB pieces, 30 ms apart: about two seconds of upstream transfer.
+    up.set_mode(
+        "files/big.iso",
+        Mode::Slow {
+            chunk: 1024 * 1024,
+            delay: Duration::from_millis(30),
+        },
+    );
+    let proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let url = proxy.remote("gen", "big.iso");
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let c = c.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let mut stream = r.bytes_stream();
+            let mut hasher = sha2::Sha256::default();
+            let mut first: Option<Instant> = None;
+            let mut n = 0usize;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                if first.is_none() && !chunk.is_empty() {
+                    first = Some(Instant::now());
+                }
+                n += chunk.len();
+                sha2::Digest::update(&mut hasher, &chunk);
+            }
+            (
+                n,
+                hex::encode(sha2::Digest::finalize(hasher)),
+                first.unwrap(),
+            )
+        }));
+    }
+    let mut firsts = Vec::new();
+    for t in tasks {
+        let (n, digest, first) = t.await.unwrap();
+        assert_eq!(n, size);
+        assert_eq!(digest, expected);
+        firsts.push(first);
+    }
+    assert_eq!(
+        up.count("GET", "files/big.iso"),
+        1,
+        "exactly one upstream GET"
+    );
+    let finished = up
+        .finished_at("files/big.iso")
+        .expect("upstream finished sending");
+    let early = firsts.iter().filter(|f| **f < finished).count();
+    assert_eq!(early, 50, "every client got bytes before upstream finished");
+    let metrics = c
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("artifactapi_coalesced_waiters_total{repository=\"gen\"} 49"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn cut_body_is_an_error_and_is_not_cached() {
+    let up = TestUpstream::start();
+    let body = test_bytes(2 * 1024 * 1024, 4);
+    up.put("files/cut.bin", body.clone());
+    up.set_mode("files/cut.bin", Mode::Cut { after: 1024 * 1024 });
+    let proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let url = proxy.remote("gen", "cut.bin");
+
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "headers were sent before the cut");
+    assert!(r.bytes().await.is_err(), "client must see the body fail");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!proxy.data_dir().join("objects/gen/cut.bin").exists());
+    assert!(!proxy.data_dir().join("meta/gen/cut.bin.json").exists());
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+
+    up.set_mode("files/cut.bin", Mode::Normal);
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert_eq!(up.count("GET", "files/cut.bin"), 2);
+    wait_for_hit(&c, &url).await;
+}
+
+#[tokio::test]
+async fn index_files_revalidate_replace_and_go_stale() {
+    let mut up = TestUpstream::start();
+    up.put("repo/repodata/repomd.xml", "<repomd v1/>");
+    let proxy = Proxy::start(&format!(
+        "  fedora:\n    type: remote\n    package: rpm\n    base_url: {}/repo\n    cache:\n      index_ttl: 1\n",
+        up.url()
+    ));
+    let c = client();
+    let url = proxy.remote("fedora", "repodata/repomd.xml");
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(r.text().await.unwrap(), "<repomd v1/>");
+    wait_for_hit(&c, &url).await;
+
+    // Expired, unchanged upstream: a conditional request, answered 304, renews it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "REVALIDATED");
+    assert_eq!(r.text().await.unwrap(), "<repomd v1/>");
+    assert_eq!(up.conditional_count("repo/repodata/repomd.xml"), 1);
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "HIT");
+    assert_eq!(up.count("GET", "repo/repodata/repomd.xml"), 2);
+
+    // Expired, changed upstream: the new content replaces the old.
+    up.put("repo/repodata/repomd.xml", "<repomd v2/>");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(r.text().await.unwrap(), "<repomd v2/>");
+    wait_for_hit(&c, &url).await;
+    assert_eq!(
+        c.get(&url).send().await.unwrap().text().await.unwrap(),
+        "<repomd v2/>"
+    );
+
+    // Expired, upstream down: the stale copy is served.
+    up.stop();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "STALE");
+    assert_eq!(r.text().await.unwrap(), "<repomd v2/>");
+    let r = c.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "STALE");
+}
+
+#[tokio::test]
+async fn stale_served_when_upstream_errors() {
+    let up = TestUpstream::start();
+    up.put("a/APKINDEX.tar.gz", "index-1");
+    let proxy = Proxy::start(&format!(
+        "  alpine:\n    type: remote\n    package: alpine\n    base_url: {}/a\n    cache:\n      index_ttl: 1\n",
+        up.url()
+    ));
+    let c = client();
+    let url = proxy.remote("alpine", "APKINDEX.tar.gz");
+    assert_eq!(
+        c.get(&url).send().await.unwrap().text().await.unwrap(),
+        "index-1"
+    );
+    wait_for_hit(&c, &url).await;
+    up.set_mode("a/APKINDEX.tar.gz", Mode::Status(503));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "STALE");
+    assert_eq!(r.text().await.unwrap(), "index-1");
+}
+
+#[tokio::test]
+async fn include_patterns_block_files_but_not_index_files() {
+    let up = TestUpstream::start();
+    up.put("r/Packages/a.rpm", "rpm");
+    up.put("r/Packages/a.txt", "txt");
+    up.put("r/repodata/repomd.xml", "<repomd/>");
+    let proxy = Proxy::start(&format!(
+        "  el:\n    type: remote\n    package: rpm\n    base_url: {}/r\n    include_patterns:\n      - '\\.rpm$'\n",
+        up.url()
+    ));
+    let c = client();
+    let r = c
+        .get(proxy.remote("el", "Packages/a.rpm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(proxy.remote("el", "Packages/a.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+    assert_eq!(body["remote"], "el");
+    assert_eq!(body["path"], "Packages/a.txt");
+    assert_eq!(
+        up.count("GET", "r/Packages/a.txt"),
+        0,
+        "blocked before upstream"
+    );
+    let r = c
+        .get(proxy.remote("el", "repodata/repomd.xml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "index files are exempt");
+}
+
+#[tokio::test]
+async fn hostile_paths_are_400_and_never_reach_upstream() {
+    let up = TestUpstream::start();
+    up.put("files/ok", "ok");
+    let proxy = Proxy::start(&generic(&up, ""));
+    for raw in [
+        "/api/v1/remote/gen/../../etc/passwd",
+        "/api/v1/remote/gen/a/../b",
+        "/api/v1/remote/gen/%2e%2e/%2e%2e/etc/passwd",
+        "/api/v1/remote/gen/%2E%2E%2Fetc%2Fpasswd",
+        "/api/v1/remote/gen/a%2fb",
+        "/api/v1/remote/gen/a%5C..%5Cb",
+        "/api/v1/remote/gen/a\\..\\b",
+        "/api/v1/remote/gen/a%00b",
+        "/api/v1/remote/gen/a%0d%0aSet-Cookie:x",
+        "/api/v1/remote/gen/%252e%252e/x",
+        "/api/v1/remote/gen/%EF%BC%8E%EF%BC%8E/x",
+        "/api/v1/remote/gen/dir/",
+        "/api/v1/remote/gen/",
+        "/api/v1/remote/gen/./x",
+    ] {
+        let (code, body) = raw_get(proxy.addr, raw);
+        assert_eq!(code, 400, "{raw} -> {code} {body}");
+        assert!(body.contains("\"error\":\"bad_path\""), "{raw}: {body}");
+    }
+    assert_eq!(up.total_requests(), 0);
+    let (code, _) = raw_get(proxy.addr, "/api/v1/remote/gen//ok");
+    assert_eq!(code, 200, "empty segments collapse");
+}
+
+#[tokio::test]
+async fn ranges_and_head() {
+    let up = TestUpstream::start();
+    let body = test_bytes(200_000, 5);
+    up.put("files/r.bin", body.clone());
+    up.put("files/other.bin", test_bytes(1234, 6));
+    let proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+
+    // HEAD on a miss asks upstream with HEAD and downloads nothing.
+    let r = c
+        .head(proxy.remote("gen", "other.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-length"), "1234");
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(up.count("HEAD", "files/other.bin"), 1);
+    assert_eq!(up.count("GET", "files/other.bin"), 0);
+
+    let url = proxy.remote("gen", "r.bin");
+    c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    wait_for_hit(&c, &url).await;
+    let r = c.head(&url).send().await.unwrap();
+    assert_eq!(header(&r, "content-length"), "200000");
+    assert_eq!(header(&r, "x-cache"), "HIT");
+
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(header(&r, "content-range"), "bytes 100-199/200000");
+    assert_eq!(r.bytes().await.unwrap(), body.slice(100..200));
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), body.slice(199_990..));
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=150000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), body.slice(150_000..));
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=300000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "content-range"), "bytes */200000");
+    assert_eq!(up.count("GET", "files/r.bin"), 1);
+}
+
+#[tokio::test]
+async fn upstream_404_is_remembered_for_negative_ttl() {
+    let up = TestUpstream::start();
+    let proxy = Proxy::start(&generic(&up, "    cache:\n      negative_ttl: 60\n"));
+    let c = client();
+    let url = proxy.remote("gen", "missing.bin");
+    for _ in 0..3 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "not_found");
+    }
+    assert_eq!(up.count("GET", "files/missing.bin"), 1);
+}
+
+#[tokio::test]
+async fn upstream_errors_map_to_502_and_504() {
+    let up = TestUpstream::start();
+    up.put("files/boom", "x");
+    up.set_mode("files/boom", Mode::Status(500));
+    // A port nothing listens on: bind, note it, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let proxy = Proxy::start(&format!(
+        "{}  dead:\n    type: remote\n    package: generic\n    base_url: http://127.0.0.1:{dead_port}\n    connect_timeout: 2\n",
+        generic(&up, "")
+    ));
+    let c = client();
+    let r = c.get(proxy.remote("gen", "boom")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_error");
+    let r = c.get(proxy.remote("dead", "x")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn unknown_and_non_remote_repositories() {
+    let up = TestUpstream::start();
+    let proxy = Proxy::start(&format!(
+        "{}  uploads:\n    type: local\n    package: generic\n",
+        generic(&up, "")
+    ));
+    let c = client();
+    let r = c.get(proxy.remote("nope", "x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "repository_not_found");
+    assert_eq!(body["remote"], "nope");
+    let r = c.get(proxy.remote("uploads", "x")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "wrong_repository_type");
+    let r = c.get(proxy.url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let up = TestUpstream::start();
+    up.put("files/m", "metric");
+    let proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let h: serde_json::Value = c
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["backends"]["storage"]["reachable"], true);
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    c.get(proxy.remote("gen", "m"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let m = c
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "artifactapi_requests_total{cache=\"MISS\",package=\"generic\",repository=\"gen\"} 1",
+        "artifactapi_upstream_requests_total{repository=\"gen\",status=\"200\"} 1",
+        "artifactapi_upstream_bytes_total{repository=\"gen\"} 6",
+        "artifactapi_bytes_served_total{repository=\"gen\"} 6",
+        "artifactapi_upstream_latency_seconds_count{repository=\"gen\"} 1",
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_responses_finish_and_leaves_no_temp_files() {
+    let up = TestUpstream::start();
+    let body = test_bytes(4 * 1024 * 1024, 7);
+    up.put("files/slow.bin", body.clone());
+    up.set_mode(
+        "files/slow.bin",
+        Mode::Slow {
+            chunk: 256 * 1024,
+            delay: Duration::from_millis(60),
+        },
+    );
+    let mut proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let r = c.get(proxy.remote("gen", "slow.bin")).send().await.unwrap();
+    let mut stream = r.bytes_stream();
+    let mut got = Vec::new();
+    got.extend_from_slice(&stream.next().await.unwrap().unwrap());
+    let status = tokio::task::spawn_blocking({
+        let pid = proxy.pid();
+        move || {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got.len(), body.len());
+    assert_eq!(sha256_hex(&got), sha256_hex(&body));
+    let exit = tokio::task::spawn_blocking(move || {
+        let s = proxy.terminate();
+        (s, proxy)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "{:?}", exit.0);
+    assert!(exit.1.temp_files().is_empty());
+}
+
+#[tokio::test]
+async fn killed_mid_fill_leaves_no_partial_object_after_restart() {
+    let up = TestUpstream::start();
+    let body = test_bytes(8 * 1024 * 1024, 8);
+    up.put("files/k.bin", body.clone());
+    up.set_mode(
+        "files/k.bin",
+        Mode::Slow {
+            chunk: 256 * 1024,
+            delay: Duration::from_millis(50),
+        },
+    );
+    let mut proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let r = c.get(proxy.remote("gen", "k.bin")).send().await.unwrap();
+    let mut stream = r.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    proxy.kill();
+    assert!(
+        !proxy.temp_files().is_empty(),
+        "a temp file was being written"
+    );
+    proxy.restart();
+    assert!(
+        proxy.temp_files().is_empty(),
+        "start-up sweeps dead temp files"
+    );
+    assert!(!proxy.data_dir().join("objects/gen/k.bin").exists());
+    up.set_mode("files/k.bin", Mode::Normal);
+    let r = c.get(proxy.remote("gen", "k.bin")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body);
+}
