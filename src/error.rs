@@ -28,6 +28,14 @@ pub enum Error {
     BadPath(String),
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("{message}")]
+    InvalidReference {
+        /// The registry error code (NAME_INVALID, TAG_INVALID, DIGEST_INVALID).
+        code: &'static str,
+        message: String,
+    },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     #[error("the path is not allowed by the repository's include_patterns")]
     Forbidden,
     #[error("not found upstream")]

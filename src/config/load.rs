@@ -148,8 +148,39 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
             hint: hint.map(str::to_string),
         });
     };
+    let mut mirrored: std::collections::HashMap<&str, &str> = Default::default();
     for (name, repo) in &config.remotes {
         let n = name.as_str();
+        if !repo.mirror_of.is_empty() && repo.package != super::PackageKind::Docker {
+            at(
+                &["remotes", n, "mirror_of"],
+                format!(
+                    "mirror_of is only valid for docker repositories ('{n}' is {})",
+                    repo.package.as_str()
+                ),
+                None,
+            );
+        }
+        for host in &repo.mirror_of {
+            let valid = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            if !valid {
+                at(
+                    &["remotes", n, "mirror_of"],
+                    format!("mirror_of entry {host:?} is not a registry host name"),
+                    Some("use a host such as docker.io or ghcr.io"),
+                );
+            }
+            if let Some(other) = mirrored.insert(host.as_str(), n) {
+                at(
+                    &["remotes", n, "mirror_of"],
+                    format!("{host} is mirrored by both '{other}' and '{n}'"),
+                    None,
+                );
+            }
+        }
         match repo.kind {
             RepoKind::Remote => {
                 if repo.base_url.is_none() {

@@ -192,6 +192,11 @@ pub struct RepoConfig {
     /// Time allowed between two reads from the upstream (headers or body).
     #[serde(default = "default_read_timeout")]
     pub read_timeout: Seconds,
+    /// Docker remotes: upstream registry hosts (e.g. `docker.io`) this remote mirrors. Requests
+    /// without a repository prefix (`/v2/library/alpine/...`, as sent by Docker's
+    /// `registry-mirrors` and containerd's `hosts.toml`) go to it; `?ns=HOST` picks by host.
+    #[serde(default)]
+    pub mirror_of: Vec<String>,
     /// Member repositories of a `virtual` repository, in the order they are asked.
     #[serde(default)]
     pub members: Vec<RepoName>,

@@ -2,6 +2,7 @@
 //! and which are file-class objects (immutable, kept until `file_ttl`). One file per format.
 
 mod alpine;
+pub mod docker;
 mod generic;
 mod rpm;
 

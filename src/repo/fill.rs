@@ -24,6 +24,8 @@ const FOLLOW_CHUNK: u64 = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct BodyHead {
     pub content_length: Option<u64>,
+    /// The content digest upstream announced (`Docker-Content-Digest`) or that was asked for.
+    pub digest: Option<String>,
     pub content_type: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
@@ -200,8 +202,15 @@ pub fn follow(rx: watch::Receiver<FillState>) -> ByteStream {
             let current = f.rx.borrow_and_update().clone();
             match current {
                 FillState::Body(p) => {
-                    if f.offset < p.written {
-                        let n = (p.written - f.offset).min(FOLLOW_CHUNK) as usize;
+                    // Until the fill is verified and committed, the last byte of a body of
+                    // known length is held back, so a client can never see a complete body
+                    // that later fails its checks.
+                    let readable = match p.head.content_length {
+                        Some(len) if !p.done => p.written.min(len.saturating_sub(1)),
+                        _ => p.written,
+                    };
+                    if f.offset < readable {
+                        let n = (readable - f.offset).min(FOLLOW_CHUNK) as usize;
                         let offset = f.offset;
                         let spool = p.spool.clone();
                         let read = tokio::task::spawn_blocking(move || {
@@ -218,7 +227,7 @@ pub fn follow(rx: watch::Receiver<FillState>) -> ByteStream {
                             Err(e) => Some((Err(e), None)),
                         };
                     }
-                    if p.done {
+                    if p.done && f.offset >= p.written {
                         return None;
                     }
                 }
@@ -259,6 +268,7 @@ mod tests {
         tx.body(
             BodyHead {
                 content_length: Some(6),
+                digest: None,
                 content_type: None,
                 etag: None,
                 last_modified: None,

@@ -2,6 +2,7 @@
 //! the shared cache (storage, metadata, fills in flight, metrics) and one handler per configured
 //! repository. Callers ask it for a repository and then for a path; it never sees HTTP serving.
 
+pub mod docker;
 pub mod fill;
 pub mod path;
 pub mod remote;
@@ -54,6 +55,8 @@ pub struct Served {
     pub content_type: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// Content digest (`sha256:<hex>`), reported by registry endpoints.
+    pub digest: Option<String>,
     /// The body; `None` for HEAD.
     pub body: Option<ByteStream>,
 }
@@ -111,6 +114,11 @@ impl Engine {
                 expected: "remote",
             }),
         }
+    }
+
+    /// Every remote repository.
+    pub fn remotes(&self) -> impl Iterator<Item = &Arc<RemoteRepo>> {
+        self.remotes.values()
     }
 
     /// Removes temp files left by processes that died mid-write.

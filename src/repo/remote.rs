@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, LAST_MODIFIED};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, HeaderName, LAST_MODIFIED};
 use reqwest::{Method, Response};
 use sha2::{Digest, Sha256};
 
@@ -18,10 +18,50 @@ use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::{CacheClass, classify};
 use crate::storage::ByteRange;
-use crate::upstream::{Upstream, Validators, transport_error};
+use crate::upstream::{RequestOptions, Upstream, Validators, transport_error};
 
 /// Bytes gathered from upstream before a write to storage (unless upstream pauses first).
 const WRITE_BATCH: usize = 256 * 1024;
+
+/// The registry header carrying a content digest.
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// One cacheable upstream object: where it is stored, how to ask for it, how to check it.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Storage key.
+    pub key: String,
+    /// Path under `base_url`.
+    pub upstream_path: RepoPath,
+    /// Query string sent upstream (already encoded), if any.
+    pub query: Option<String>,
+    pub class: CacheClass,
+    pub accept: Option<&'static str>,
+    /// Registry token scope.
+    pub scope: Option<String>,
+    /// The bytes must hash to this `sha256:<hex>`, checked while they stream.
+    pub expected_digest: Option<String>,
+    /// Registry manifest rules, when this is one.
+    pub manifest: Option<ManifestRules>,
+}
+
+/// What is special about registry manifests.
+#[derive(Debug, Clone)]
+pub struct ManifestRules {
+    /// Also store the manifest under `{prefix}sha256:<hex>` once its digest is known.
+    pub digest_alias_prefix: Option<String>,
+}
+
+impl Fetch {
+    fn options<'a>(&'a self, validators: Option<&'a Validators>) -> RequestOptions<'a> {
+        RequestOptions {
+            validators,
+            accept: self.accept,
+            query: self.query.as_deref(),
+            scope: self.scope.as_deref(),
+        }
+    }
+}
 
 pub struct RemoteRepo {
     name: String,
@@ -95,21 +135,51 @@ impl RemoteRepo {
         Some(now_ms + ttl.0.as_millis() as u64)
     }
 
+    /// The fetch of `path` in a plain (non-registry) repository, after include_patterns.
+    fn plain_fetch(&self, path: &RepoPath) -> Result<Fetch> {
+        let class = self.class_of(path);
+        self.check_allowed(path, class)?;
+        Ok(Fetch {
+            key: self.key(path),
+            upstream_path: path.clone(),
+            query: None,
+            class,
+            accept: None,
+            scope: None,
+            expected_digest: None,
+            manifest: None,
+        })
+    }
+
     /// Answers a GET for `path`. `range` is honoured for cached objects.
     pub async fn get(
         self: &Arc<Self>,
         path: &RepoPath,
         range: Option<ByteRange>,
     ) -> Result<Served> {
-        let class = self.class_of(path);
-        self.check_allowed(path, class)?;
-        let key = self.key(path);
+        let fetch = self.plain_fetch(path)?;
+        self.get_fetch(fetch, range).await
+    }
+
+    /// Answers a HEAD for `path` without downloading a body.
+    pub async fn head(&self, path: &RepoPath) -> Result<Served> {
+        let fetch = self.plain_fetch(path)?;
+        self.head_fetch(&fetch).await
+    }
+
+    /// GET of one object: hit, coalesced fill, revalidation or stale copy.
+    pub async fn get_fetch(
+        self: &Arc<Self>,
+        fetch: Fetch,
+        range: Option<ByteRange>,
+    ) -> Result<Served> {
+        let key = fetch.key.clone();
         let now = crate::now_ms();
         let cached = self.cache.meta.get(&key).await?;
         match &cached {
             Some(meta) if meta.is_fresh(now) => {
                 if let Some(s) = self
-                    .serve_stored(&key, meta, CacheStatus::Hit, range)
+                    .serve_stored(&fetch, meta, CacheStatus::Hit, range)
                     .await?
                 {
                     return Ok(s);
@@ -124,16 +194,12 @@ impl RemoteRepo {
                 }
             }
         }
-        let validators = cached.as_ref().map(|m| Validators {
-            etag: m.etag.clone(),
-            last_modified: m.last_modified.clone(),
-        });
+        let stale = cached.filter(|m| !m.is_fresh(now));
         let mut rx = match self.cache.inflight.join(&key) {
             Joined::Started(tx, rx) => {
                 let this = self.clone();
-                let path = path.clone();
-                let key = key.clone();
-                tokio::spawn(async move { this.run_fill(path, key, class, validators, tx).await });
+                let fetch = fetch.clone();
+                tokio::spawn(async move { this.run_fill(fetch, stale, tx).await });
                 rx
             }
             Joined::Waiting(rx) => {
@@ -153,12 +219,13 @@ impl RemoteRepo {
                 content_type: p.head.content_type.clone(),
                 etag: p.head.etag.clone(),
                 last_modified: p.head.last_modified.clone(),
+                digest: p.head.digest.clone(),
                 body: Some(fill::follow(rx)),
             }),
             FillState::Ready(status) => {
                 let meta = self.cache.meta.get(&key).await?;
                 match meta {
-                    Some(m) => self.serve_stored(&key, &m, status, range).await?,
+                    Some(m) => self.serve_stored(&fetch, &m, status, range).await?,
                     None => None,
                 }
                 .ok_or_else(|| Error::UpstreamUnreachable("cached object vanished".into()))
@@ -167,10 +234,10 @@ impl RemoteRepo {
                 if e.is_upstream_failure()
                     && let Some(meta) = self.cache.meta.get(&key).await?
                     && let Some(s) = self
-                        .serve_stored(&key, &meta, CacheStatus::Stale, range)
+                        .serve_stored(&fetch, &meta, CacheStatus::Stale, range)
                         .await?
                 {
-                    tracing::warn!(repository = %self.name, %path, error = %e, "serving stale copy");
+                    tracing::warn!(repository = %self.name, key, error = %e, "serving stale copy");
                     return Ok(s);
                 }
                 Err(e)
@@ -179,29 +246,27 @@ impl RemoteRepo {
         }
     }
 
-    /// Answers a HEAD for `path` without downloading a body: from metadata on a hit, with an
+    /// HEAD of one object without downloading a body: from metadata on a hit, with an
     /// upstream HEAD otherwise.
-    pub async fn head(&self, path: &RepoPath) -> Result<Served> {
-        let class = self.class_of(path);
-        self.check_allowed(path, class)?;
-        let key = self.key(path);
-        let cached = self.cache.meta.get(&key).await?;
+    pub async fn head_fetch(&self, fetch: &Fetch) -> Result<Served> {
+        let key = &fetch.key;
+        let cached = self.cache.meta.get(key).await?;
         if let Some(meta) = &cached
             && meta.is_fresh(crate::now_ms())
-            && let Some(size) = self.cache.storage.head(&key).await?
+            && let Some(size) = self.cache.storage.head(key).await?
         {
-            return Ok(served_from_meta(meta, size, CacheStatus::Hit));
+            return Ok(served_from_meta(fetch, meta, size, CacheStatus::Hit));
         }
-        if cached.is_none() && self.cache.meta.is_negative(&key).await? {
+        if cached.is_none() && self.cache.meta.is_negative(key).await? {
             return Err(Error::NotFound);
         }
-        let result = self.upstream_request(Method::HEAD, path, None).await;
+        let result = self.upstream_request(Method::HEAD, fetch, None).await;
         let stale = |e: Error| async {
             if e.is_upstream_failure()
                 && let Some(meta) = &cached
-                && let Ok(Some(size)) = self.cache.storage.head(&key).await
+                && let Ok(Some(size)) = self.cache.storage.head(key).await
             {
-                return Ok(served_from_meta(meta, size, CacheStatus::Stale));
+                return Ok(served_from_meta(fetch, meta, size, CacheStatus::Stale));
             }
             Err(e)
         };
@@ -211,7 +276,7 @@ impl RemoteRepo {
         };
         match resp.status().as_u16() {
             200 => {
-                let h = body_head(resp.headers());
+                let h = body_head(resp.headers(), fetch);
                 Ok(Served {
                     cache: CacheStatus::Miss,
                     content_length: h.content_length,
@@ -219,11 +284,12 @@ impl RemoteRepo {
                     content_type: h.content_type,
                     etag: h.etag,
                     last_modified: h.last_modified,
+                    digest: h.digest,
                     body: None,
                 })
             }
             404 | 410 => {
-                self.remember_not_found(&key).await;
+                self.remember_not_found(key).await;
                 Err(Error::NotFound)
             }
             s => stale(Error::UpstreamStatus(s)).await,
@@ -232,12 +298,12 @@ impl RemoteRepo {
 
     async fn serve_stored(
         &self,
-        key: &str,
+        fetch: &Fetch,
         meta: &ObjectMeta,
         status: CacheStatus,
         range: Option<ByteRange>,
     ) -> Result<Option<Served>> {
-        let Some(read) = self.cache.storage.get(key, range).await? else {
+        let Some(read) = self.cache.storage.get(&fetch.key, range).await? else {
             return Ok(None);
         };
         let content_length = match read.range {
@@ -251,6 +317,7 @@ impl RemoteRepo {
             content_type: meta.content_type.clone(),
             etag: meta.etag.clone(),
             last_modified: meta.last_modified.clone(),
+            digest: stored_digest(fetch, meta),
             body: Some(read.body),
         }))
     }
@@ -259,11 +326,14 @@ impl RemoteRepo {
     async fn upstream_request(
         &self,
         method: Method,
-        path: &RepoPath,
+        fetch: &Fetch,
         validators: Option<&Validators>,
     ) -> Result<Response> {
         let started = Instant::now();
-        let result = self.upstream.send(method, path, validators).await;
+        let result = self
+            .upstream
+            .send(method, &fetch.upstream_path, &fetch.options(validators))
+            .await;
         let m = &self.cache.metrics;
         m.upstream_latency
             .with_label_values(&[&self.name])
@@ -288,50 +358,76 @@ impl RemoteRepo {
         }
     }
 
-    /// Drives one fill to its end; every outcome is published through `tx`.
-    async fn run_fill(
-        self: Arc<Self>,
-        path: RepoPath,
-        key: String,
-        class: CacheClass,
-        validators: Option<Validators>,
-        tx: FillSender,
-    ) {
+    /// Drives one fill to its end; every outcome is published through `tx`. `stale` is the
+    /// expired record being revalidated, if any.
+    async fn run_fill(self: Arc<Self>, fetch: Fetch, stale: Option<ObjectMeta>, tx: FillSender) {
+        let key = &fetch.key;
         // Another fill may have committed between the caller's lookup and its join.
-        if validators.is_none()
-            && let Ok(Some(meta)) = self.cache.meta.get(&key).await
+        if stale.is_none()
+            && let Ok(Some(meta)) = self.cache.meta.get(key).await
             && meta.is_fresh(crate::now_ms())
-            && let Ok(Some(_)) = self.cache.storage.head(&key).await
+            && let Ok(Some(_)) = self.cache.storage.head(key).await
         {
             tx.finish(FillState::Ready(CacheStatus::Hit));
             return;
         }
-        tracing::info!(repository = %self.name, %path, revalidate = validators.is_some(), "fetching from upstream");
+        // Registries: an expired tag is checked with a HEAD; the same digest renews it without
+        // a download (and without using up a pull quota).
+        if let (Some(meta), Some(_)) = (&stale, &fetch.manifest) {
+            match self.upstream_request(Method::HEAD, &fetch, None).await {
+                Ok(r) if r.status().as_u16() == 200 => {
+                    let same = header(r.headers(), &DOCKER_CONTENT_DIGEST)
+                        .is_some_and(|d| d == format!("sha256:{}", meta.sha256));
+                    if same {
+                        return match self.renew(key, fetch.class, &HeaderMap::new()).await {
+                            Ok(()) => tx.finish(FillState::Ready(CacheStatus::Revalidated)),
+                            Err(e) => tx.finish(FillState::Failed(e)),
+                        };
+                    }
+                }
+                Ok(r) if matches!(r.status().as_u16(), 404 | 410) => {}
+                Ok(r) => {
+                    return tx.finish(FillState::Failed(Error::UpstreamStatus(
+                        r.status().as_u16(),
+                    )));
+                }
+                Err(e) => return tx.finish(FillState::Failed(e)),
+            }
+        }
+        let validators = stale
+            .as_ref()
+            .filter(|_| fetch.manifest.is_none())
+            .map(|m| Validators {
+                etag: m.etag.clone(),
+                last_modified: m.last_modified.clone(),
+            });
+        tracing::info!(repository = %self.name, key, revalidate = stale.is_some(), "fetching from upstream");
         let resp = match self
-            .upstream_request(Method::GET, &path, validators.as_ref())
+            .upstream_request(Method::GET, &fetch, validators.as_ref())
             .await
         {
             Ok(r) => r,
             Err(e) => return tx.finish(FillState::Failed(e)),
         };
         match resp.status().as_u16() {
-            200 => match self.store_body(resp, &key, class, &tx).await {
+            200 => match self.store_body(resp, &fetch, stale.as_ref(), &tx).await {
                 Ok(()) => tx.complete(),
                 Err(e) => {
-                    tracing::warn!(repository = %self.name, %path, error = %e, "fetch failed; nothing cached");
+                    tracing::warn!(repository = %self.name, key, error = %e, "fetch failed; nothing cached");
                     tx.finish(FillState::Failed(e))
                 }
             },
-            304 if validators.is_some() => match self.renew(&key, class, resp.headers()).await {
+            304 if validators.is_some() => match self.renew(key, fetch.class, resp.headers()).await
+            {
                 Ok(()) => tx.finish(FillState::Ready(CacheStatus::Revalidated)),
                 Err(e) => tx.finish(FillState::Failed(e)),
             },
             404 | 410 => {
-                self.remember_not_found(&key).await;
-                if validators.is_some() {
+                self.remember_not_found(key).await;
+                if stale.is_some() {
                     // Upstream removed it: drop our copy too.
-                    let _ = self.cache.meta.delete(&key).await;
-                    let _ = self.cache.storage.delete(&key).await;
+                    let _ = self.cache.meta.delete(key).await;
+                    let _ = self.cache.storage.delete(key).await;
                 }
                 tx.finish(FillState::Failed(Error::NotFound))
             }
@@ -358,15 +454,18 @@ impl RemoteRepo {
         self.cache.meta.put(key, &meta).await
     }
 
-    /// Streams a 200 body into storage while publishing progress; commits only a whole body.
+    /// Streams a 200 body into storage while publishing progress; commits only a whole body
+    /// whose length and digest check out.
     async fn store_body(
         &self,
         resp: Response,
-        key: &str,
-        class: CacheClass,
+        fetch: &Fetch,
+        previous: Option<&ObjectMeta>,
         tx: &FillSender,
     ) -> Result<()> {
-        let head = body_head(resp.headers());
+        let key = fetch.key.as_str();
+        let head = body_head(resp.headers(), fetch);
+        let announced = header(resp.headers(), &DOCKER_CONTENT_DIGEST);
         let expected = head.content_length;
         let mut writer = self.cache.storage.writer(key).await?;
         let spool = writer
@@ -424,6 +523,24 @@ impl RemoteRepo {
                 "upstream body ended after {total} of {cl} bytes"
             )));
         }
+        let sha256 = hex::encode(hasher.finalize());
+        let digest = format!("sha256:{sha256}");
+        if let Some(want) = &fetch.expected_digest
+            && *want != digest
+        {
+            return Err(Error::Integrity(format!(
+                "content digest is {digest}, expected {want}"
+            )));
+        }
+        if fetch.manifest.is_some()
+            && let Some(announced) = &announced
+            && announced.starts_with("sha256:")
+            && *announced != digest
+        {
+            return Err(Error::Integrity(format!(
+                "content digest is {digest}, upstream announced {announced}"
+            )));
+        }
         if !batch.is_empty() {
             let n = batch.len() as u64;
             writer.write(batch.split().freeze()).await?;
@@ -431,16 +548,19 @@ impl RemoteRepo {
         }
         writer.commit().await?;
         let now = crate::now_ms();
-        let previous = self.cache.meta.get(key).await.ok().flatten();
+        let mut content_type = head.content_type;
+        if fetch.manifest.is_some() && !content_type.as_deref().is_some_and(is_manifest_type) {
+            content_type = self.manifest_media_type(key, total).await.or(content_type);
+        }
         let meta = ObjectMeta {
             size: total,
-            sha256: hex::encode(hasher.finalize()),
+            sha256: sha256.clone(),
             etag: head.etag,
             last_modified: head.last_modified,
-            content_type: head.content_type,
+            content_type,
             fetched_at_ms: now,
-            class,
-            expires_at_ms: self.expiry(class, now),
+            class: fetch.class,
+            expires_at_ms: self.expiry(fetch.class, now),
         };
         self.cache.meta.put(key, &meta).await?;
         let m = &self.cache.metrics;
@@ -451,12 +571,85 @@ impl RemoteRepo {
                 m.cache_bytes.add(total as i64);
             }
         }
+        if let Some(prefix) = fetch
+            .manifest
+            .as_ref()
+            .and_then(|r| r.digest_alias_prefix.as_deref())
+        {
+            let alias = format!("{prefix}{digest}");
+            if let Err(e) = self.store_alias(key, &alias, &meta).await {
+                tracing::warn!(key, alias, error = %e, "could not store manifest under its digest");
+            }
+        }
         tracing::info!(repository = %self.name, key, bytes = total, "cached");
         Ok(())
     }
+
+    /// The `mediaType` of a stored manifest, for upstreams that send no useful Content-Type.
+    async fn manifest_media_type(&self, key: &str, size: u64) -> Option<String> {
+        if size > MAX_MANIFEST {
+            return None;
+        }
+        let read = self.cache.storage.get(key, None).await.ok()??;
+        let mut body = read.body;
+        let mut buf = Vec::with_capacity(size as usize);
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.ok()?);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&buf).ok()?;
+        match v.get("mediaType").and_then(|m| m.as_str()) {
+            Some(m) => Some(m.to_string()),
+            None if v.get("manifests").is_some() => {
+                Some("application/vnd.oci.image.index.v1+json".to_string())
+            }
+            None => Some("application/vnd.oci.image.manifest.v1+json".to_string()),
+        }
+    }
+
+    /// Copies a stored object to `alias` (file class: content-addressed) unless it is there.
+    async fn store_alias(&self, key: &str, alias: &str, meta: &ObjectMeta) -> Result<()> {
+        if self.cache.storage.head(alias).await?.is_some() {
+            return Ok(());
+        }
+        let Some(read) = self.cache.storage.get(key, None).await? else {
+            return Ok(());
+        };
+        let mut writer = self.cache.storage.writer(alias).await?;
+        let mut body = read.body;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::storage(format!("reading {key}")))?;
+            hasher.update(&chunk);
+            writer.write(chunk).await?;
+        }
+        if hex::encode(hasher.finalize()) != meta.sha256 {
+            // Replaced underneath us; the next pull by digest fetches it properly.
+            return Ok(());
+        }
+        writer.commit().await?;
+        let alias_meta = ObjectMeta {
+            class: CacheClass::File,
+            expires_at_ms: self.expiry(CacheClass::File, meta.fetched_at_ms),
+            ..meta.clone()
+        };
+        self.cache.meta.put(alias, &alias_meta).await
+    }
 }
 
-fn served_from_meta(meta: &ObjectMeta, size: u64, cache: CacheStatus) -> Served {
+/// Largest manifest read into memory to find its media type (the distribution spec's limit).
+const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+
+fn is_manifest_type(ct: &str) -> bool {
+    ct.starts_with("application/vnd.") && ct.contains("json")
+}
+
+/// The digest a registry response reports for a stored object.
+fn stored_digest(fetch: &Fetch, meta: &ObjectMeta) -> Option<String> {
+    (fetch.manifest.is_some() || fetch.expected_digest.is_some())
+        .then(|| format!("sha256:{}", meta.sha256))
+}
+
+fn served_from_meta(fetch: &Fetch, meta: &ObjectMeta, size: u64, cache: CacheStatus) -> Served {
     Served {
         cache,
         content_length: Some(size),
@@ -464,20 +657,25 @@ fn served_from_meta(meta: &ObjectMeta, size: u64, cache: CacheStatus) -> Served 
         content_type: meta.content_type.clone(),
         etag: meta.etag.clone(),
         last_modified: meta.last_modified.clone(),
+        digest: stored_digest(fetch, meta),
         body: None,
     }
 }
 
-fn header(headers: &HeaderMap, name: &reqwest::header::HeaderName) -> Option<String> {
+fn header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
 
-fn body_head(headers: &HeaderMap) -> BodyHead {
+fn body_head(headers: &HeaderMap, fetch: &Fetch) -> BodyHead {
     BodyHead {
         content_length: header(headers, &CONTENT_LENGTH).and_then(|v| v.trim().parse().ok()),
+        digest: fetch
+            .expected_digest
+            .clone()
+            .or_else(|| header(headers, &DOCKER_CONTENT_DIGEST)),
         content_type: header(headers, &CONTENT_TYPE),
         etag: header(headers, &ETAG),
         last_modified: header(headers, &LAST_MODIFIED),

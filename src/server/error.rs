@@ -51,6 +51,8 @@ impl ApiError {
             Error::WrongPackage { .. } => (StatusCode::BAD_REQUEST, "wrong_package"),
             Error::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::InvalidReference { .. } => (StatusCode::BAD_REQUEST, "bad_reference"),
+            Error::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "unsupported"),
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::UpstreamStatus(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
@@ -109,6 +111,79 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        resp
+    }
+}
+
+/// A core error on a `/v2/` endpoint, rendered in the registry format
+/// `{"errors":[{"code","message","detail"}]}` with the distribution spec's codes.
+pub struct RegistryError {
+    pub error: Error,
+    /// What was asked for, to choose MANIFEST_UNKNOWN / BLOB_UNKNOWN / NAME_UNKNOWN.
+    pub unknown_code: &'static str,
+}
+
+impl RegistryError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match &self.error {
+            Error::UnknownRepository(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            Error::WrongPackage { .. } | Error::WrongRepositoryType { .. } => {
+                (StatusCode::BAD_REQUEST, "UNSUPPORTED")
+            }
+            Error::InvalidReference { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Error::BadPath(_) | Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            Error::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            Error::Forbidden => (StatusCode::FORBIDDEN, "DENIED"),
+            Error::NotFound => (StatusCode::NOT_FOUND, self.unknown_code),
+            Error::UpstreamStatus(429) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            Error::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID")
+            }
+            other => (ApiError::status_and_code(other).0, "UNAVAILABLE"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RegistryBody<'a> {
+    errors: [RegistryEntry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct RegistryEntry<'a> {
+    code: &'a str,
+    message: String,
+    detail: serde_json::Value,
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        // Reuse the JSON API's logging, hiding and extra headers, then swap in the body.
+        let api = ApiError::new(self.error.clone()).into_response();
+        let message = match &self.error {
+            Error::Storage { .. } | Error::Metadata { .. } => {
+                "the cache backend is unavailable; retry later".to_string()
+            }
+            e => e.to_string(),
+        };
+        let body = RegistryBody {
+            errors: [RegistryEntry {
+                code,
+                message,
+                detail: serde_json::Value::Null,
+            }],
+        };
+        let mut resp = (status, Json(body)).into_response();
+        for name in [header::CONTENT_RANGE, header::RETRY_AFTER] {
+            if let Some(v) = api.headers().get(&name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+        resp.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
         resp
     }
 }

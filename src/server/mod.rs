@@ -1,6 +1,7 @@
 //! The HTTP server: router, shared state, start-up and graceful shutdown. Handlers are thin:
 //! they parse the request, call the engine, and turn its answer into a response.
 
+mod docker;
 mod error;
 mod remote;
 mod respond;
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -34,6 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/remote/{*rest}", get(remote::get_remote))
+        .route("/v2", get(docker::ping))
+        .route("/v2/", get(docker::ping))
+        .route("/v2/{*rest}", any(docker::v2))
         .fallback(not_found)
         .with_state(state)
 }

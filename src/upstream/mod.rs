@@ -1,11 +1,16 @@
 //! Talking to upstreams: one reqwest client per repository (its own timeouts and credentials),
-//! URLs built only from `base_url` and a validated path, conditional requests, and the mapping
-//! of transport failures to core errors.
+//! URLs built only from `base_url` and a validated path, conditional requests, registry
+//! challenges (bearer tokens, Basic), and the mapping of transport failures to core errors.
 
-use reqwest::header::{HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use reqwest::{Method, Response};
+pub mod auth;
 
-use crate::config::{BaseUrl, RepoConfig, Secret};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
+
+use crate::config::{BaseUrl, PackageKind, RepoConfig, Secret};
 use crate::error::{Error, Result};
 use crate::repo::path::RepoPath;
 
@@ -19,11 +24,28 @@ pub struct Validators {
     pub last_modified: Option<String>,
 }
 
+/// Per-request options.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions<'a> {
+    /// Validators of a cached copy, to revalidate it.
+    pub validators: Option<&'a Validators>,
+    /// `Accept` header.
+    pub accept: Option<&'a str>,
+    /// Query string (without `?`), already encoded.
+    pub query: Option<&'a str>,
+    /// Registry token scope (`repository:NAME:pull`), to reuse cached tokens.
+    pub scope: Option<&'a str>,
+}
+
 /// An upstream of one remote repository.
 pub struct Upstream {
     client: reqwest::Client,
     base: BaseUrl,
     credentials: Option<(String, Secret)>,
+    /// Send Basic credentials with every request (plain HTTP remotes); registries get them only
+    /// when they challenge.
+    preemptive_basic: bool,
+    tokens: auth::TokenCache,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -57,6 +79,8 @@ impl Upstream {
             client,
             base,
             credentials,
+            preemptive_basic: repo.package != PackageKind::Docker,
+            tokens: auth::TokenCache::default(),
         }))
     }
 
@@ -66,16 +90,87 @@ impl Upstream {
         format!("{}/{}", self.base.as_prefix(), path.encoded())
     }
 
-    /// Sends `method` for `path`, with validators when revalidating. Redirects are followed;
-    /// reqwest drops the `Authorization` header when one leads to another host.
+    /// Sends `method` for `path`. Redirects are followed; reqwest drops the `Authorization`
+    /// header when one leads to another host. A 401 with a Bearer or Basic challenge is
+    /// answered once (anonymously when the remote has no credentials).
     pub async fn send(
         &self,
         method: Method,
         path: &RepoPath,
-        validators: Option<&Validators>,
+        opts: &RequestOptions<'_>,
+    ) -> Result<Response> {
+        let user = self
+            .credentials
+            .as_ref()
+            .map(|c| c.0.as_str())
+            .unwrap_or("");
+        let mut auth = match opts.scope {
+            Some(scope) => self
+                .tokens
+                .cached_for_scope(scope, user)
+                .await
+                .map(|t| format!("Bearer {}", t.expose())),
+            None => None,
+        };
+        if auth.is_none() && self.preemptive_basic {
+            auth = self.basic();
+        }
+        let resp = self.request(&method, path, opts, auth.as_deref()).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::parse_challenge);
+        let retry_auth = match challenge {
+            Some(auth::Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let scope = scope.as_deref().or(opts.scope);
+                let token = self
+                    .tokens
+                    .token(
+                        &self.client,
+                        &realm,
+                        service.as_deref(),
+                        scope,
+                        self.credentials.as_ref(),
+                    )
+                    .await?;
+                format!("Bearer {}", token.expose())
+            }
+            Some(auth::Challenge::Basic) if !self.preemptive_basic => match self.basic() {
+                Some(b) => b,
+                None => return Ok(resp),
+            },
+            _ => return Ok(resp),
+        };
+        self.request(&method, path, opts, Some(&retry_auth)).await
+    }
+
+    fn basic(&self) -> Option<String> {
+        use base64::Engine;
+        let (user, pass) = self.credentials.as_ref()?;
+        let raw = format!("{user}:{}", pass.expose());
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ))
+    }
+
+    async fn request(
+        &self,
+        method: &Method,
+        path: &RepoPath,
+        opts: &RequestOptions<'_>,
+        auth: Option<&str>,
     ) -> Result<Response> {
         let mut headers = HeaderMap::new();
-        if let Some(v) = validators {
+        if let Some(v) = opts.validators {
             if let Some(etag) = v
                 .etag
                 .as_deref()
@@ -91,11 +186,25 @@ impl Upstream {
                 headers.insert(IF_MODIFIED_SINCE, lm);
             }
         }
-        let mut req = self.client.request(method, self.url(path)).headers(headers);
-        if let Some((user, pass)) = &self.credentials {
-            req = req.basic_auth(user, Some(pass.expose()));
+        if let Some(a) = opts.accept.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(ACCEPT, a);
         }
-        req.send().await.map_err(transport_error)
+        if let Some(a) = auth.and_then(|a| HeaderValue::from_str(a).ok()) {
+            let mut a = a;
+            a.set_sensitive(true);
+            headers.insert(AUTHORIZATION, a);
+        }
+        let mut url = self.url(path);
+        if let Some(q) = opts.query {
+            url.push('?');
+            url.push_str(q);
+        }
+        self.client
+            .request(method.clone(), url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(transport_error)
     }
 }
 

@@ -1,0 +1,196 @@
+//! Docker/OCI remotes: which remote and image a `/v2/` request means (prefix or mirror mode),
+//! and the fetch of each registry endpoint (keys, classes, digests, token scopes).
+
+use std::sync::Arc;
+
+use super::remote::{Fetch, ManifestRules};
+use super::{Engine, RemoteRepo, RepoPath};
+use crate::config::{PackageKind, RepoKind};
+use crate::error::{Error, Result};
+use crate::package::docker::{
+    BLOB_ACCEPT, DOCKER_HUB_HOSTS, Endpoint, ImageName, MANIFEST_ACCEPT, Reference, Tag, V2Path,
+};
+
+/// `n` and `last` of a tag list request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagPage {
+    pub n: Option<u32>,
+    pub last: Option<Tag>,
+}
+
+impl TagPage {
+    fn is_empty(&self) -> bool {
+        self.n.is_none() && self.last.is_none()
+    }
+}
+
+impl Engine {
+    /// The remote and image a `/v2/` path names. The first segment is a repository name when
+    /// one is configured by that name; otherwise the request is for a mirror, chosen by
+    /// containerd's `ns` host, else the Docker Hub mirror, else the only mirror.
+    pub fn docker_target(
+        &self,
+        v2: &V2Path,
+        ns: Option<&str>,
+    ) -> Result<(Arc<RemoteRepo>, ImageName)> {
+        let first = v2.segments[0].as_str();
+        let (repo, rest) = if let Some(cfg) = self.config.remotes.get(first) {
+            if cfg.package != PackageKind::Docker {
+                return Err(Error::WrongPackage {
+                    name: first.to_string(),
+                    actual: cfg.package.as_str(),
+                    expected: "docker",
+                });
+            }
+            if cfg.kind != RepoKind::Remote {
+                return Err(Error::WrongRepositoryType {
+                    name: first.to_string(),
+                    actual: cfg.kind.as_str(),
+                    expected: "remote",
+                });
+            }
+            (self.remote(first)?.clone(), &v2.segments[1..])
+        } else {
+            let mirror = self
+                .mirror_for(ns)
+                .ok_or_else(|| Error::UnknownRepository(first.to_string()))?;
+            (mirror, &v2.segments[..])
+        };
+        let segs: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let mut name = ImageName::from_segments(&segs)?;
+        if repo.is_docker_hub() {
+            name = name.with_library_prefix();
+        }
+        Ok((repo, name))
+    }
+
+    fn mirror_for(&self, ns: Option<&str>) -> Option<Arc<RemoteRepo>> {
+        let mirrors: Vec<&Arc<RemoteRepo>> = self
+            .remotes()
+            .filter(|r| !r.config().mirror_of.is_empty())
+            .collect();
+        let by_host = |host: &str| {
+            mirrors
+                .iter()
+                .find(|r| r.config().mirror_of.iter().any(|h| h == host))
+                .map(|r| (*r).clone())
+        };
+        match ns {
+            Some(host) if DOCKER_HUB_HOSTS.contains(&host) => {
+                DOCKER_HUB_HOSTS.iter().find_map(|h| by_host(h))
+            }
+            Some(host) => by_host(host),
+            None => DOCKER_HUB_HOSTS
+                .iter()
+                .find_map(|h| by_host(h))
+                .or_else(|| (mirrors.len() == 1).then(|| mirrors[0].clone())),
+        }
+    }
+}
+
+impl RemoteRepo {
+    /// True when the upstream is Docker Hub (one-segment names get `library/`).
+    pub fn is_docker_hub(&self) -> bool {
+        let cfg = self.config();
+        cfg.mirror_of
+            .iter()
+            .any(|h| DOCKER_HUB_HOSTS.contains(&h.as_str()))
+            || cfg
+                .base_url
+                .as_ref()
+                .and_then(|u| u.url().host_str().map(str::to_string))
+                .is_some_and(|h| DOCKER_HUB_HOSTS.contains(&h.as_str()))
+    }
+
+    /// include_patterns on registries match the image (`library/nginx`) or the full path
+    /// (`library/nginx/manifests/latest`); there is no index exemption.
+    fn check_image_allowed(&self, name: &ImageName, endpoint: &Endpoint) -> Result<()> {
+        let patterns = &self.config().include_patterns;
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let image = name.image();
+        let full = format!("{name}/{}", endpoint.tail());
+        if patterns
+            .iter()
+            .any(|p| p.is_match(&image) || p.is_match(&full))
+        {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    /// The fetch of one registry endpoint of image `name`.
+    pub fn docker_fetch(
+        &self,
+        name: &ImageName,
+        endpoint: &Endpoint,
+        page: &TagPage,
+    ) -> Result<Fetch> {
+        self.check_image_allowed(name, endpoint)?;
+        let repo = self.name();
+        let upstream_path = RepoPath::parse(&format!("v2/{name}/{}", endpoint.tail()))?;
+        let scope = Some(format!("repository:{name}:pull"));
+        let fetch = match endpoint {
+            Endpoint::Manifest(Reference::Tag(tag)) => Fetch {
+                key: format!("{repo}/{name}/manifests/{}", tag.as_str()),
+                upstream_path,
+                query: None,
+                class: endpoint.class(),
+                accept: Some(MANIFEST_ACCEPT),
+                scope,
+                expected_digest: None,
+                manifest: Some(ManifestRules {
+                    digest_alias_prefix: Some(format!("{repo}/{name}/manifests/")),
+                }),
+            },
+            Endpoint::Manifest(Reference::Digest(d)) => Fetch {
+                key: format!("{repo}/{name}/manifests/{}", d.as_str()),
+                upstream_path,
+                query: None,
+                class: endpoint.class(),
+                accept: Some(MANIFEST_ACCEPT),
+                scope,
+                expected_digest: Some(d.as_str().to_string()),
+                manifest: Some(ManifestRules {
+                    digest_alias_prefix: None,
+                }),
+            },
+            Endpoint::Blob(d) => Fetch {
+                // Blobs are shared by every image of the remote.
+                key: format!("{repo}/blobs/sha256/{}", d.hex()),
+                upstream_path,
+                query: None,
+                class: endpoint.class(),
+                accept: Some(BLOB_ACCEPT),
+                scope,
+                expected_digest: Some(d.as_str().to_string()),
+                manifest: None,
+            },
+            Endpoint::TagsList => {
+                let mut query = Vec::new();
+                let mut suffix = String::new();
+                if let Some(n) = page.n {
+                    query.push(format!("n={n}"));
+                    suffix.push_str(&format!(".n={n}"));
+                }
+                if let Some(last) = &page.last {
+                    query.push(format!("last={}", last.as_str()));
+                    suffix.push_str(&format!(".last={}", last.as_str()));
+                }
+                Fetch {
+                    key: format!("{repo}/{name}/tags/list{suffix}"),
+                    upstream_path,
+                    query: (!page.is_empty()).then(|| query.join("&")),
+                    class: endpoint.class(),
+                    accept: Some("application/json"),
+                    scope,
+                    expected_digest: None,
+                    manifest: None,
+                }
+            }
+        };
+        Ok(fetch)
+    }
+}
