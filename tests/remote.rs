@@ -593,3 +593,33 @@ async fn killed_mid_fill_leaves_no_partial_object_after_restart() {
     let r = c.get(proxy.remote("gen", "k.bin")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), body);
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_does_not_abort_the_fill() {
+    let up = TestUpstream::start();
+    let body = test_bytes(6 * 1024 * 1024, 9);
+    up.put("files/d.bin", body.clone());
+    up.set_mode(
+        "files/d.bin",
+        Mode::Slow {
+            chunk: 256 * 1024,
+            delay: Duration::from_millis(20),
+        },
+    );
+    let proxy = Proxy::start(&generic(&up, ""));
+    let url = proxy.remote("gen", "d.bin");
+    // The first client reads a little and goes away.
+    let first = client().get(&url).send().await.unwrap();
+    let mut stream = first.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    // A second client joins the same fill and gets everything.
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body);
+    wait_for_hit(&client(), &url).await;
+    assert_eq!(up.count("GET", "files/d.bin"), 1);
+    assert_eq!(
+        std::fs::read(proxy.data_dir().join("objects/gen/d.bin")).unwrap(),
+        body
+    );
+}

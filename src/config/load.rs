@@ -7,9 +7,17 @@ use std::path::{Path, PathBuf};
 
 use super::{Config, RepoKind};
 
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    pub severity: Severity,
     /// 1-based line.
     pub line: usize,
     /// 1-based column.
@@ -55,6 +63,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         diagnostics: vec![Diagnostic {
+            severity: Severity::Error,
             line: 1,
             column: 1,
             message: format!("cannot read config: {e}"),
@@ -106,11 +115,112 @@ fn yaml_diagnostic(e: &serde_yaml::Error, text: &str) -> Diagnostic {
         None
     };
     Diagnostic {
+        severity: Severity::Error,
         line,
         column,
         message,
         hint,
     }
+}
+
+/// Every problem in config text, errors and warnings, in line order. Unlike [`load_str`] it
+/// does not stop at the first bad value: each top-level section and each repository is
+/// checked on its own, then the checks across repositories run on what parsed. Unset `${VAR}`
+/// references are warnings.
+pub fn validate_str(text: &str) -> Vec<Diagnostic> {
+    let (mut out, unset) = super::values::with_lenient_env(|| match load_str(text) {
+        Ok(_) => Vec::new(),
+        Err(whole) => validate_blocks(text).unwrap_or(whole),
+    });
+    for name in unset {
+        let needle = format!("${{{name}");
+        let (line, column) = find_from(text, 1, &needle).unwrap_or((1, 1));
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            line,
+            column,
+            message: format!("environment variable {name} is not set"),
+            hint: Some("it will expand to an error at start-up unless it is set".into()),
+        });
+    }
+    out.sort_by_key(|d| (d.line, d.column));
+    out.dedup();
+    out
+}
+
+/// Parses each top-level section and each repository separately, so that one bad value does
+/// not hide the others. `None` when the text is not block-style YAML we can split.
+fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        return Some(vec![yaml_diagnostic(&e, text)]);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let top = blocks(&lines, 0, lines.len(), 0);
+    if top.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut remotes = std::collections::BTreeMap::new();
+    for (key, start, end) in top {
+        if key != "remotes" {
+            let snippet = lines[start..end].join("\n");
+            if let Err(e) = serde_yaml::from_str::<Config>(&snippet) {
+                out.push(shift(yaml_diagnostic(&e, &snippet), start));
+            }
+            continue;
+        }
+        let Some(indent) = lines[start + 1..end]
+            .iter()
+            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|l| l.len() - l.trim_start().len())
+        else {
+            continue;
+        };
+        for (_, rs, re) in blocks(&lines, start + 1, end, indent) {
+            let snippet = format!("remotes:\n{}", lines[rs..re].join("\n"));
+            match serde_yaml::from_str::<Config>(&snippet) {
+                Ok(c) => remotes.extend(c.remotes),
+                Err(e) => out.push(shift(yaml_diagnostic(&e, &snippet), rs - 1)),
+            }
+        }
+    }
+    let partial = Config {
+        server: Default::default(),
+        storage: Default::default(),
+        metadata: Default::default(),
+        remotes,
+    };
+    out.extend(check(&partial, text));
+    Some(out)
+}
+
+/// `(key, first line, end line)` of each `key:` at exactly `indent` within `[from, to)`.
+fn blocks(lines: &[&str], from: usize, to: usize, indent: usize) -> Vec<(String, usize, usize)> {
+    let mut starts = Vec::new();
+    for (i, line) in lines.iter().enumerate().take(to).skip(from) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        if line.len() - trimmed.len() == indent
+            && let Some((key, _)) = trimmed.split_once(':')
+        {
+            starts.push((key.trim().trim_matches(['"', '\'']).to_string(), i));
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, (k, s))| {
+            let end = starts.get(n + 1).map(|x| x.1).unwrap_or(to);
+            (k.clone(), *s, end)
+        })
+        .collect()
+}
+
+fn shift(mut d: Diagnostic, lines: usize) -> Diagnostic {
+    d.line += lines;
+    d
 }
 
 /// The first `"..."` in a message, unescaped as Rust's `{:?}` escaped it.
@@ -142,6 +252,7 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
     let mut at = |keys: &[&str], message: String, hint: Option<&str>| {
         let (line, column) = locate(text, keys);
         out.push(Diagnostic {
+            severity: Severity::Error,
             line,
             column,
             message,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use load::{ConfigError, Diagnostic, load_file, load_str};
+pub use load::{ConfigError, Diagnostic, Severity, load_file, load_str, validate_str};
 pub use values::{BaseUrl, EnvString, Pattern, RepoName, Seconds, Secret, expand_env};
 
 /// The whole configuration file.
@@ -197,6 +197,9 @@ pub struct RepoConfig {
     /// `registry-mirrors` and containerd's `hosts.toml`) go to it; `?ns=HOST` picks by host.
     #[serde(default)]
     pub mirror_of: Vec<String>,
+    /// GitHub REST API base used by `warm --github-releases` (default https://api.github.com).
+    #[serde(default)]
+    pub api_url: Option<BaseUrl>,
     /// Member repositories of a `virtual` repository, in the order they are asked.
     #[serde(default)]
     pub members: Vec<RepoName>,

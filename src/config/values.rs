@@ -7,6 +7,20 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
+thread_local! {
+    /// When set, unset variables expand to "" and are recorded here instead of failing
+    /// (`validate-config` reports them as warnings).
+    static LENIENT_UNSET: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with unset variables tolerated; returns its result and the unset names.
+pub fn with_lenient_env<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    LENIENT_UNSET.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let unset = LENIENT_UNSET.with(|l| l.borrow_mut().take().unwrap_or_default());
+    (out, unset)
+}
+
 /// Expands `${VAR}` (and `${VAR:-default}`) from the environment. `$$` stands for a literal `$`.
 pub fn expand_env(input: &str) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
@@ -36,7 +50,16 @@ pub fn expand_env(input: &str) -> Result<String, String> {
                 (Ok(v), _) => out.push_str(&v),
                 (Err(_), Some(d)) => out.push_str(d),
                 (Err(_), None) => {
-                    return Err(format!("environment variable {name} is not set"));
+                    let tolerated = LENIENT_UNSET.with(|l| match l.borrow_mut().as_mut() {
+                        Some(v) => {
+                            v.push(name.to_string());
+                            true
+                        }
+                        None => false,
+                    });
+                    if !tolerated {
+                        return Err(format!("environment variable {name} is not set"));
+                    }
                 }
             }
             rest = &body[end + 1..];

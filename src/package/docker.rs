@@ -344,3 +344,94 @@ mod tests {
         assert!(parse_v2_path("hub/x/whatever").is_err());
     }
 }
+
+/// What a manifest points at: child manifests of an index (with their platform) and blobs of
+/// an image manifest (config first, then layers).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ManifestRefs {
+    pub children: Vec<(Digest, Option<String>)>,
+    pub blobs: Vec<Digest>,
+}
+
+/// Reads the references out of a manifest or index document.
+pub fn manifest_references(json: &[u8]) -> Result<ManifestRefs> {
+    let v: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| Error::BadRequest(format!("manifest is not valid JSON: {e}")))?;
+    let mut refs = ManifestRefs::default();
+    let digest_of =
+        |d: &serde_json::Value| d.get("digest").and_then(|x| x.as_str()).map(Digest::parse);
+    if let Some(list) = v.get("manifests").and_then(|m| m.as_array()) {
+        for m in list {
+            let Some(d) = digest_of(m) else { continue };
+            let platform = m.get("platform").map(|p| {
+                let os = p.get("os").and_then(|x| x.as_str()).unwrap_or("");
+                let arch = p.get("architecture").and_then(|x| x.as_str()).unwrap_or("");
+                match p.get("variant").and_then(|x| x.as_str()) {
+                    Some(var) => format!("{os}/{arch}/{var}"),
+                    None => format!("{os}/{arch}"),
+                }
+            });
+            refs.children.push((d?, platform));
+        }
+    }
+    if let Some(c) = v.get("config").and_then(digest_of) {
+        refs.blobs.push(c?);
+    }
+    if let Some(layers) = v.get("layers").and_then(|l| l.as_array()) {
+        for l in layers {
+            if let Some(d) = digest_of(l) {
+                refs.blobs.push(d?);
+            }
+        }
+    }
+    Ok(refs)
+}
+
+/// `NAME:TAG` or `NAME@sha256:...` as given on the command line.
+pub fn parse_image_reference(s: &str) -> Result<(ImageName, Reference)> {
+    let (name, reference) = if let Some((n, d)) = s.split_once('@') {
+        (n, Reference::Digest(Digest::parse(d)?))
+    } else {
+        match s.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, Reference::Tag(Tag::parse(t)?)),
+            _ => (s, Reference::Tag(Tag::parse("latest")?)),
+        }
+    };
+    let segments: Vec<&str> = name.split('/').collect();
+    Ok((ImageName::from_segments(&segments)?, reference))
+}
+
+#[cfg(test)]
+mod refs_tests {
+    use super::*;
+
+    #[test]
+    fn reads_index_and_manifest_references() {
+        let d1 = format!("sha256:{}", "a".repeat(64));
+        let d2 = format!("sha256:{}", "b".repeat(64));
+        let index = format!(
+            r#"{{"manifests":[{{"digest":"{d1}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},{{"digest":"{d2}"}}]}}"#
+        );
+        let r = manifest_references(index.as_bytes()).unwrap();
+        assert_eq!(r.children.len(), 2);
+        assert_eq!(r.children[0].1.as_deref(), Some("linux/arm64/v8"));
+        assert_eq!(r.children[1].1, None);
+        let manifest =
+            format!(r#"{{"config":{{"digest":"{d1}"}},"layers":[{{"digest":"{d2}"}}]}}"#);
+        let r = manifest_references(manifest.as_bytes()).unwrap();
+        assert_eq!(r.blobs.len(), 2);
+        assert!(manifest_references(b"not json").is_err());
+    }
+
+    #[test]
+    fn image_references() {
+        let (n, r) = parse_image_reference("library/alpine:3.20").unwrap();
+        assert_eq!((n.as_str(), r.as_str()), ("library/alpine", "3.20"));
+        let (n, r) = parse_image_reference("alpine").unwrap();
+        assert_eq!((n.as_str(), r.as_str()), ("alpine", "latest"));
+        let d = format!("sha256:{}", "c".repeat(64));
+        let (_, r) = parse_image_reference(&format!("a/b@{d}")).unwrap();
+        assert_eq!(r.as_str(), d);
+        assert!(parse_image_reference("A:b").is_err());
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod fill;
+pub mod flush;
 pub mod path;
 pub mod remote;
 

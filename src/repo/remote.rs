@@ -136,7 +136,7 @@ impl RemoteRepo {
     }
 
     /// The fetch of `path` in a plain (non-registry) repository, after include_patterns.
-    fn plain_fetch(&self, path: &RepoPath) -> Result<Fetch> {
+    pub fn plain_fetch(&self, path: &RepoPath) -> Result<Fetch> {
         let class = self.class_of(path);
         self.check_allowed(path, class)?;
         Ok(Fetch {

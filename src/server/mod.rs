@@ -1,6 +1,7 @@
 //! The HTTP server: router, shared state, start-up and graceful shutdown. Handlers are thin:
 //! they parse the request, call the engine, and turn its answer into a response.
 
+mod admin;
 mod docker;
 mod error;
 mod remote;
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/remote/{*rest}", get(remote::get_remote))
+        .route("/api/v1/cache/flush", post(admin::flush))
         .route("/v2", get(docker::ping))
         .route("/v2/", get(docker::ping))
         .route("/v2/{*rest}", any(docker::v2))

@@ -1,0 +1,432 @@
+//! `artifactapi warm`: pre-seed a remote's cache from paths, docker images, rpm repodata,
+//! an APKINDEX or GitHub releases, with parallel downloads, progress and a summary.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::output::{human_size, show_progress};
+use super::transfer::{Sink, image_in, pull, walk_image};
+use super::{CommandError, open_engine};
+use crate::cli::{GlobalArgs, WarmArgs};
+use crate::config::Pattern;
+use crate::error::{Error, Result};
+use crate::repo::remote::Fetch;
+use crate::repo::{CacheStatus, RemoteRepo, RepoPath};
+
+#[derive(Default)]
+struct Summary {
+    fetched: u64,
+    cached: u64,
+    failed: u64,
+    skipped: u64,
+    bytes: u64,
+}
+
+pub async fn run(global: &GlobalArgs, args: &WarmArgs) -> Result<ExitCode, CommandError> {
+    let engine = open_engine(global).await?;
+    let repo = engine.remote(&args.remote)?.clone();
+    let mut summary = Summary::default();
+    let mut items: Vec<(String, Fetch)> = Vec::new();
+
+    let mut paths = args.paths.clone();
+    if let Some(f) = &args.from_file {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("reading {}: {e}", f.display()))?;
+        paths.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    for p in &paths {
+        let fetch = RepoPath::parse(p).and_then(|path| repo.plain_fetch(&path));
+        match fetch {
+            Ok(f) => items.push((p.clone(), f)),
+            Err(e) => {
+                eprintln!("{p}: {e}");
+                summary.failed += 1;
+            }
+        }
+    }
+    for image in &args.image {
+        let (name, reference) = image_in(&repo, image)?;
+        let (manifests, blobs) =
+            walk_image(&repo, &name, reference, args.platform.as_deref()).await?;
+        summary.fetched += manifests.len() as u64;
+        summary.bytes += manifests.iter().map(|m| m.data.len() as u64).sum::<u64>();
+        items.extend(
+            blobs
+                .into_iter()
+                .map(|(d, f)| (format!("{name}@{}", d.as_str()), f)),
+        );
+    }
+    for dir in &args.repodata {
+        let found = rpm_packages(&repo, dir).await?;
+        add_discovered(&repo, found, &mut items, &mut summary);
+    }
+    for dir in &args.apkindex {
+        let found = apk_packages(&repo, dir).await?;
+        add_discovered(&repo, found, &mut items, &mut summary);
+    }
+    for gh in &args.github_releases {
+        let pattern = args
+            .pattern
+            .as_deref()
+            .map(Pattern::new)
+            .transpose()
+            .map_err(Error::BadRequest)?;
+        let found = github_assets(&repo, gh, pattern.as_ref()).await?;
+        add_discovered(&repo, found, &mut items, &mut summary);
+    }
+
+    let progress = show_progress(global).then(MultiProgress::new);
+    let overall = progress.as_ref().map(|mp| {
+        let b = mp.add(ProgressBar::new(items.len() as u64));
+        b.set_style(
+            ProgressStyle::with_template("{pos}/{len} files {bar:40} {msg}")
+                .expect("valid template"),
+        );
+        b
+    });
+    let jobs = args.jobs.max(1);
+    let mut results = futures::stream::iter(items.into_iter().map(|(label, fetch)| {
+        let repo = repo.clone();
+        let bar = progress.as_ref().map(|mp| {
+            let b = mp.add(ProgressBar::new(0));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "  {msg:40!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
+                )
+                .expect("valid template"),
+            );
+            b.set_message(label.clone());
+            b
+        });
+        async move {
+            let r = pull(&repo, fetch, Sink::Discard, bar.as_ref()).await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            (label, r)
+        }
+    }))
+    .buffer_unordered(jobs);
+    while let Some((label, r)) = results.next().await {
+        match r {
+            Ok(p) => {
+                summary.bytes += p.bytes;
+                if p.cache == CacheStatus::Hit {
+                    summary.cached += 1;
+                } else {
+                    summary.fetched += 1;
+                }
+            }
+            Err(e) => {
+                summary.failed += 1;
+                match &progress {
+                    Some(mp) => mp.suspend(|| eprintln!("failed: {label}: {e}")),
+                    None => eprintln!("failed: {label}: {e}"),
+                }
+            }
+        }
+        if let Some(b) = &overall {
+            b.inc(1);
+            b.set_message(human_size(summary.bytes));
+        }
+    }
+    if let Some(b) = overall {
+        b.finish_and_clear();
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "fetched",
+        "already cached",
+        "skipped",
+        "failed",
+        "bytes",
+    ]);
+    table.add_row(vec![
+        summary.fetched.to_string(),
+        summary.cached.to_string(),
+        summary.skipped.to_string(),
+        summary.failed.to_string(),
+        human_size(summary.bytes),
+    ]);
+    if !global.quiet {
+        eprintln!("{table}");
+    }
+    Ok(if summary.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Queues discovered paths; those include_patterns refuse are counted as skipped.
+fn add_discovered(
+    repo: &RemoteRepo,
+    paths: Vec<String>,
+    items: &mut Vec<(String, Fetch)>,
+    summary: &mut Summary,
+) {
+    for p in paths {
+        match RepoPath::parse(&p).and_then(|path| repo.plain_fetch(&path)) {
+            Ok(f) => items.push((p, f)),
+            Err(Error::Forbidden) => summary.skipped += 1,
+            Err(e) => {
+                eprintln!("{p}: {e}");
+                summary.failed += 1;
+            }
+        }
+    }
+}
+
+fn join_dir(dir: &str, rel: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() {
+        rel.trim_start_matches('/').to_string()
+    } else {
+        format!("{dir}/{}", rel.trim_start_matches('/'))
+    }
+}
+
+/// Pulls `rel` under `dir` through the cache into a temp file and returns its path.
+async fn pull_to_temp(repo: &Arc<RemoteRepo>, rel: &str) -> Result<tempfile_path::TempPath> {
+    let path = RepoPath::parse(rel)?;
+    let fetch = repo.plain_fetch(&path)?;
+    let tmp = tempfile_path::TempPath::new();
+    pull(repo, fetch, Sink::File(tmp.path().to_path_buf()), None).await?;
+    Ok(tmp)
+}
+
+/// Every package listed in `dir/repodata` (repomd.xml, then its primary file).
+async fn rpm_packages(repo: &Arc<RemoteRepo>, dir: &str) -> Result<Vec<String>> {
+    let repomd = pull_to_temp(repo, &join_dir(dir, "repodata/repomd.xml")).await?;
+    let text =
+        std::fs::read_to_string(repomd.path()).map_err(Error::storage("reading repomd.xml"))?;
+    let re = regex::Regex::new(r#"(?s)<data type="primary">.*?<location href="([^"]+)""#)
+        .expect("valid regex");
+    let primary_href = re
+        .captures(&text)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+        .ok_or_else(|| Error::BadRequest("repomd.xml lists no primary metadata".into()))?;
+    let primary = pull_to_temp(repo, &join_dir(dir, &primary_href)).await?;
+    let dir = dir.to_string();
+    let file = primary.path().to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+        let reader = decompress(&file, &primary_href)?;
+        let loc = regex::Regex::new(r#"<location (?:xml:base="[^"]*" )?href="([^"]+\.rpm)""#)
+            .expect("valid regex");
+        let mut out = Vec::new();
+        for line in reader.lines() {
+            let line = line.map_err(Error::storage("reading primary metadata"))?;
+            for c in loc.captures_iter(&line) {
+                out.push(join_dir(&dir, &c[1]));
+            }
+        }
+        drop(primary);
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::BadRequest(e.to_string()))?
+}
+
+fn decompress(file: &Path, name: &str) -> Result<Box<dyn BufRead>> {
+    let f = std::fs::File::open(file).map_err(Error::storage("opening metadata"))?;
+    let r: Box<dyn BufRead> = if name.ends_with(".gz") {
+        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(f)))
+    } else if name.ends_with(".zst") {
+        Box::new(std::io::BufReader::new(
+            zstd::Decoder::new(f).map_err(Error::storage("zstd"))?,
+        ))
+    } else if name.ends_with(".xml") {
+        Box::new(std::io::BufReader::new(f))
+    } else {
+        return Err(Error::Unsupported(format!(
+            "compression of {name} (supported: .gz, .zst, plain)"
+        )));
+    };
+    Ok(r)
+}
+
+/// Every package listed in `dir/APKINDEX.tar.gz`.
+async fn apk_packages(repo: &Arc<RemoteRepo>, dir: &str) -> Result<Vec<String>> {
+    let index = pull_to_temp(repo, &join_dir(dir, "APKINDEX.tar.gz")).await?;
+    let dir = dir.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+        let f = std::fs::File::open(index.path()).map_err(Error::storage("opening APKINDEX"))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let entries = archive
+            .entries()
+            .map_err(Error::storage("reading APKINDEX"))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::storage("reading APKINDEX"))?;
+            let is_index = entry
+                .path()
+                .map(|p| p.as_os_str() == "APKINDEX")
+                .unwrap_or(false);
+            if is_index {
+                return Ok(parse_apkindex(std::io::BufReader::new(entry), &dir));
+            }
+        }
+        Err(Error::BadRequest(
+            "APKINDEX.tar.gz holds no APKINDEX".into(),
+        ))
+    })
+    .await
+    .map_err(|e| Error::BadRequest(e.to_string()))?
+}
+
+fn parse_apkindex(reader: impl BufRead, dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut name, mut version) = (None::<String>, None::<String>);
+    let mut flush = |name: &mut Option<String>, version: &mut Option<String>| {
+        if let (Some(n), Some(v)) = (name.take(), version.take()) {
+            out.push(join_dir(dir, &format!("{n}-{v}.apk")));
+        }
+    };
+    for line in reader.lines().map_while(std::io::Result::ok) {
+        if line.is_empty() {
+            flush(&mut name, &mut version);
+        } else if let Some(n) = line.strip_prefix("P:") {
+            name = Some(n.to_string());
+        } else if let Some(v) = line.strip_prefix("V:") {
+            version = Some(v.to_string());
+        }
+    }
+    flush(&mut name, &mut version);
+    out
+}
+
+/// Release assets of OWNER/REPO, as paths under the remote's base_url.
+async fn github_assets(
+    repo: &Arc<RemoteRepo>,
+    owner_repo: &str,
+    pattern: Option<&Pattern>,
+) -> Result<Vec<String>> {
+    let (owner, name) = owner_repo
+        .split_once('/')
+        .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| Error::BadRequest(format!("expected OWNER/REPO, got {owner_repo:?}")))?;
+    let cfg = repo.config();
+    let api = cfg
+        .api_url
+        .as_ref()
+        .map(|u| u.as_prefix().to_string())
+        .unwrap_or_else(|| "https://api.github.com".to_string());
+    let base = cfg
+        .base_url
+        .as_ref()
+        .map(|u| format!("{}/", u.as_prefix()))
+        .unwrap_or_default();
+    let client = reqwest::Client::builder()
+        .user_agent(crate::upstream::USER_AGENT)
+        .build()
+        .map_err(|e| Error::UpstreamUnreachable(e.to_string()))?;
+    let mut out = Vec::new();
+    for page in 1..=20 {
+        let url = format!("{api}/repos/{owner}/{name}/releases?per_page=100&page={page}");
+        let mut req = client
+            .get(&url)
+            .header("Accept", "application/vnd.github+json");
+        if let Some(token) = &cfg.password {
+            req = req.bearer_auth(token.expose());
+        }
+        let resp = req.send().await.map_err(crate::upstream::transport_error)?;
+        if !resp.status().is_success() {
+            return Err(Error::UpstreamStatus(resp.status().as_u16()));
+        }
+        let releases: Vec<serde_json::Value> = resp
+            .json()
+            .await
+            .map_err(|e| Error::UpstreamUnreachable(format!("releases JSON: {e}")))?;
+        if releases.is_empty() {
+            break;
+        }
+        for rel in &releases {
+            let assets = rel.get("assets").and_then(|a| a.as_array());
+            for asset in assets.into_iter().flatten() {
+                let (Some(asset_name), Some(url)) = (
+                    asset.get("name").and_then(|v| v.as_str()),
+                    asset.get("browser_download_url").and_then(|v| v.as_str()),
+                ) else {
+                    continue;
+                };
+                if pattern.is_some_and(|p| !p.is_match(asset_name)) {
+                    continue;
+                }
+                match url.strip_prefix(&base) {
+                    Some(rel_path) => out.push(rel_path.to_string()),
+                    None => {
+                        tracing::warn!(url, "asset is not under the remote's base_url; skipped")
+                    }
+                }
+            }
+        }
+        if releases.len() < 100 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A temp file path removed on drop.
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static N: AtomicU64 = AtomicU64::new(0);
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn new() -> TempPath {
+            TempPath(std::env::temp_dir().join(format!(
+                "artifactapi-warm-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            )))
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apkindex_records() {
+        let text = "C:Q1abc=\nP:busybox\nV:1.36.1-r29\nA:x86_64\n\nP:musl\nV:1.2.5-r0\n";
+        assert_eq!(
+            parse_apkindex(std::io::Cursor::new(text), "v3.20/main/x86_64"),
+            vec![
+                "v3.20/main/x86_64/busybox-1.36.1-r29.apk",
+                "v3.20/main/x86_64/musl-1.2.5-r0.apk"
+            ]
+        );
+    }
+
+    #[test]
+    fn joins_dirs() {
+        assert_eq!(join_dir("", "repodata/repomd.xml"), "repodata/repomd.xml");
+        assert_eq!(join_dir("/a/b/", "/c"), "a/b/c");
+    }
+}

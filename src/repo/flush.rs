@@ -1,0 +1,127 @@
+//! Flushing cached content: by remote, by class, or everything. Local repositories are never
+//! touched. Used by `artifactapi flush` and `POST /api/v1/cache/flush`.
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::config::RepoKind;
+use crate::error::{Error, Result};
+use crate::package::CacheClass;
+
+/// What a flush removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushScope {
+    /// Every cached object and record.
+    All,
+    /// Index-class objects only (metadata that must be re-fetched).
+    Index,
+    /// File-class objects only.
+    Files,
+}
+
+impl std::str::FromStr for FlushScope {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(FlushScope::All),
+            "index" => Ok(FlushScope::Index),
+            "files" | "file" => Ok(FlushScope::Files),
+            other => Err(Error::BadRequest(format!(
+                "unknown flush type {other:?}: use all, index or files"
+            ))),
+        }
+    }
+}
+
+/// What one flush removed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Repositories flushed.
+    pub remotes: Vec<String>,
+    /// Stored objects deleted.
+    pub objects: u64,
+    /// Bytes of the deleted objects.
+    pub bytes: u64,
+    /// Metadata records deleted.
+    pub metadata: u64,
+    /// Remembered upstream 404s forgotten.
+    pub negative: u64,
+}
+
+impl Engine {
+    /// Flushes `remote` (or every remote repository) of the objects in `scope`.
+    pub async fn flush(&self, remote: Option<&str>, scope: FlushScope) -> Result<FlushReport> {
+        let names: Vec<String> = match remote {
+            Some(name) => {
+                let repo = self
+                    .config
+                    .remotes
+                    .get(name)
+                    .ok_or_else(|| Error::UnknownRepository(name.to_string()))?;
+                if repo.kind != RepoKind::Remote {
+                    return Err(Error::WrongRepositoryType {
+                        name: name.to_string(),
+                        actual: repo.kind.as_str(),
+                        expected: "remote",
+                    });
+                }
+                vec![name.to_string()]
+            }
+            None => self
+                .config
+                .remotes
+                .iter()
+                .filter(|(_, r)| r.kind == RepoKind::Remote)
+                .map(|(n, _)| n.as_str().to_string())
+                .collect(),
+        };
+        let mut report = FlushReport {
+            remotes: names.clone(),
+            ..FlushReport::default()
+        };
+        let cache = &self.cache;
+        for name in &names {
+            let prefix = format!("{name}/");
+            let records = cache.meta.list(&prefix).await?;
+            for entry in &records {
+                let wanted = match scope {
+                    FlushScope::All => true,
+                    FlushScope::Index => entry.meta.class == CacheClass::Index,
+                    FlushScope::Files => entry.meta.class == CacheClass::File,
+                };
+                if !wanted {
+                    continue;
+                }
+                // Record first: a reader then sees a miss, never a record without its object.
+                if cache.meta.delete(&entry.key).await? {
+                    report.metadata += 1;
+                }
+                if cache.storage.delete(&entry.key).await? {
+                    report.objects += 1;
+                    report.bytes += entry.meta.size;
+                }
+            }
+            if scope == FlushScope::All {
+                // Objects whose record is gone (an interrupted flush, a lost record).
+                for obj in cache.storage.list(&prefix).await? {
+                    if cache.storage.delete(&obj.key).await? {
+                        report.objects += 1;
+                        report.bytes += obj.size;
+                    }
+                }
+            }
+            report.negative += cache.meta.clear_negative(&prefix).await?;
+        }
+        let m = &cache.metrics;
+        m.cache_objects.sub(report.objects as i64);
+        m.cache_bytes.sub(report.bytes as i64);
+        tracing::info!(
+            remotes = ?report.remotes,
+            objects = report.objects,
+            bytes = report.bytes,
+            "flushed"
+        );
+        Ok(report)
+    }
+}
