@@ -70,9 +70,11 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::limited(10))
             .build()
             .map_err(|e| Error::UpstreamUnreachable(format!("building HTTP client: {e}")))?;
+        // An empty user (e.g. `${USER:-}` left unset) means anonymous.
         let credentials = match (&repo.username, &repo.password) {
-            (Some(u), Some(p)) => Some((u.0.clone(), p.clone())),
-            (Some(u), None) => Some((u.0.clone(), Secret::new(""))),
+            (Some(u), p) if !u.is_empty() => {
+                Some((u.0.clone(), p.clone().unwrap_or_else(|| Secret::new(""))))
+            }
             _ => None,
         };
         Ok(Some(Upstream {
