@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 use super::{ByteRange, ObjectEntry, ObjectRead};
@@ -51,44 +51,26 @@ impl FsStorage {
 
     pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
         let path = self.path_of(key)?;
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if is_absent(&e) => return Ok(None),
-            Err(e) => return Err(Error::storage(format!("opening {key}"))(e)),
-        };
-        let size = file
-            .metadata()
+        // One trip to the blocking pool: open, stat, seek and, for small objects, the read.
+        let opened = tokio::task::spawn_blocking(move || open_object(&path, range))
             .await
-            .map_err(Error::storage(format!("stat {key}")))?
-            .len();
-        let (start, len, served) = match range {
-            None => (0, size, None),
-            Some(r) => {
-                let (a, b) = r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?;
-                (a, b - a + 1, Some((a, b)))
-            }
+            .map_err(join_error)?;
+        let (file, size, served, small) = match opened {
+            Ok(Some(o)) => o,
+            Ok(None) => return Ok(None),
+            Err(OpenError::Range(size)) => return Err(Error::RangeNotSatisfiable { size }),
+            Err(OpenError::Io(e)) => return Err(Error::storage(format!("reading {key}"))(e)),
         };
-        if start > 0 {
-            file.seek(io::SeekFrom::Start(start))
-                .await
-                .map_err(Error::storage(format!("seeking {key}")))?;
-        }
-        let body: super::ByteStream = if len <= SMALL_OBJECT {
-            let mut buf = Vec::with_capacity(len as usize);
-            (&mut file)
-                .take(len)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(Error::storage(format!("reading {key}")))?;
-            if buf.len() as u64 != len {
-                return Err(Error::storage(format!("reading {key}"))(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shorter than its size",
-                )));
+        let body: super::ByteStream = match small {
+            Some(buf) => futures::stream::once(async move { Ok(Bytes::from(buf)) }).boxed(),
+            None => {
+                let len = match served {
+                    Some((a, b)) => b - a + 1,
+                    None => size,
+                };
+                let file = tokio::fs::File::from_std(file);
+                ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed()
             }
-            futures::stream::once(async move { Ok(Bytes::from(buf)) }).boxed()
-        } else {
-            ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed()
         };
         Ok(Some(ObjectRead {
             size,
@@ -192,6 +174,52 @@ impl FsStorage {
             .map(|_| ())
             .map_err(Error::storage("data directory"))
     }
+}
+
+enum OpenError {
+    Range(u64),
+    Io(io::Error),
+}
+
+type Opened = (std::fs::File, u64, Option<(u64, u64)>, Option<Vec<u8>>);
+
+/// Opens an object positioned at the start of `range`; small bodies are read at once.
+fn open_object(path: &Path, range: Option<ByteRange>) -> Result<Option<Opened>, OpenError> {
+    use std::io::{Read, Seek};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    let size = file.metadata().map_err(OpenError::Io)?.len();
+    let (start, len, served) = match range {
+        None => (0, size, None),
+        Some(r) => {
+            let (a, b) = r.resolve(size).ok_or(OpenError::Range(size))?;
+            (a, b - a + 1, Some((a, b)))
+        }
+    };
+    if start > 0 {
+        file.seek(io::SeekFrom::Start(start))
+            .map_err(OpenError::Io)?;
+    }
+    let small = if len <= SMALL_OBJECT {
+        let mut buf = Vec::with_capacity(len as usize);
+        (&mut file)
+            .take(len)
+            .read_to_end(&mut buf)
+            .map_err(OpenError::Io)?;
+        if buf.len() as u64 != len {
+            return Err(OpenError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object shorter than its size",
+            )));
+        }
+        Some(buf)
+    } else {
+        None
+    };
+    Ok(Some((file, size, served, small)))
 }
 
 /// Removes temp files whose writing process is gone. Used for objects and metadata records.
