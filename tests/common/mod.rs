@@ -566,3 +566,5 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+pub mod registry;
