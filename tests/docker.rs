@@ -139,7 +139,8 @@ async fn cold_pull_then_warm_pull_with_upstream_stopped() {
     );
     assert_eq!(r.text().await.unwrap(), "{}");
 
-    // HEAD of an uncached manifest: answered from an upstream HEAD, nothing downloaded.
+    // HEAD of an uncached tag: answered from an upstream HEAD; the tag is not downloaded, the
+    // manifest is fetched once by digest in the background (as the client is about to).
     let r = c
         .head(proxy.url("/v2/hub/library/test/manifests/t1"))
         .send()
@@ -160,6 +161,11 @@ async fn cold_pull_then_warm_pull_with_upstream_stopped() {
         reg.proxy_count("GET", "/v2/library/test/manifests/t1", None),
         0
     );
+    wait_for_hit(
+        &c,
+        &proxy.url(&format!("/v2/hub/library/test/manifests/{manifest_digest}")),
+    )
+    .await;
 
     let out = tmp.path().join("pull-cold");
     pull(&host, "hub/library/test:t1", &out, &[]).unwrap();
@@ -180,8 +186,17 @@ async fn cold_pull_then_warm_pull_with_upstream_stopped() {
             "{d}"
         );
     }
+    // The manifest itself: once, by digest (after the HEAD); the tag was then a hit.
     assert_eq!(
         reg.proxy_count("GET", "/v2/library/test/manifests/t1", None),
+        0
+    );
+    assert_eq!(
+        reg.proxy_count(
+            "GET",
+            &format!("/v2/library/test/manifests/{manifest_digest}"),
+            None
+        ),
         1
     );
 
@@ -223,9 +238,9 @@ async fn cold_pull_then_warm_pull_with_upstream_stopped() {
             .join(d.trim_start_matches("sha256:"));
         assert!(std::fs::read(&stored).unwrap() == layout.blob(d), "{d}");
     }
-    let by_tag = objects.join("library/test/manifests/t1");
+    let by_tag = objects.join("images/library/test/_manifests/t1");
     assert_eq!(std::fs::read(by_tag).unwrap(), upstream_manifest);
-    let by_digest = objects.join(format!("library/test/manifests/{manifest_digest}"));
+    let by_digest = objects.join(format!("images/library/test/_manifests/{manifest_digest}"));
     assert_eq!(std::fs::read(by_digest).unwrap(), upstream_manifest);
     assert!(proxy.temp_files().is_empty());
 }
@@ -386,7 +401,7 @@ async fn htpasswd_upstream_needs_the_configured_credentials() {
     assert!(
         !proxy
             .data_dir()
-            .join("objects/anon/team/app/manifests/t1")
+            .join("objects/anon/images/team/app/_manifests/t1")
             .exists()
     );
     assert!(files_under(&proxy.data_dir().join("objects/wrong")).is_empty());
@@ -1019,7 +1034,7 @@ async fn mirror_mode_routes_by_docker_hub_and_ns() {
     assert!(
         proxy
             .data_dir()
-            .join("objects/hub/library/test/manifests/t1")
+            .join("objects/hub/images/library/test/_manifests/t1")
             .exists()
     );
     for path in [
@@ -1046,7 +1061,7 @@ async fn mirror_mode_routes_by_docker_hub_and_ns() {
     assert!(
         proxy
             .data_dir()
-            .join("objects/gh/owner/app/manifests/v1")
+            .join("objects/gh/images/owner/app/_manifests/v1")
             .exists()
     );
     let r = c
@@ -1251,7 +1266,7 @@ async fn expired_tag_manifest_when_upstream_fails_changes_or_deletes_it() {
     let url = proxy.url("/v2/fake/library/app/manifests/v1");
     let stored = proxy
         .data_dir()
-        .join("objects/fake/library/app/manifests/v1");
+        .join("objects/fake/images/library/app/_manifests/v1");
     let expire = || tokio::time::sleep(Duration::from_millis(1200));
 
     let r = c.get(&url).send().await.unwrap();
@@ -1530,4 +1545,37 @@ async fn failed_fill_before_any_byte_is_an_error_status_not_an_empty_200() {
         "{outcomes:#?}"
     );
     assert_eq!(up.count("GET", &path), 5);
+}
+
+/// Under `/api/v1/remote/` a docker remote takes registry paths with the registry's keys and
+/// digest checks, so the two routes share one cache and neither can plant unverified bytes
+/// where the other looks for a blob.
+#[tokio::test]
+async fn docker_remote_under_the_remote_api_shares_the_registry_cache() {
+    let up = TestUpstream::start();
+    let blob = test_bytes(7000, 141);
+    let digest = digest_of(&blob);
+    let hex = digest.trim_start_matches("sha256:").to_string();
+    up.put(&format!("v2/library/x/blobs/{digest}"), blob.clone());
+    up.put(&format!("blobs/sha256/{hex}"), &b"not the blob"[..]);
+    let proxy = Proxy::start(&docker_remote("fake", &up.url(), ""));
+    let c = client();
+
+    let r = c
+        .get(proxy.url(&format!("/api/v1/remote/fake/blobs/sha256/{hex}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not a registry path");
+    assert_eq!(up.count("GET", &format!("blobs/sha256/{hex}")), 0);
+
+    let api = proxy.url(&format!("/api/v1/remote/fake/library/x/blobs/{digest}"));
+    let r = c.get(&api).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), blob);
+    let v2 = proxy.url(&format!("/v2/fake/library/x/blobs/{digest}"));
+    wait_for_hit(&c, &v2).await;
+    let r = c.get(&v2).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), blob);
+    assert_eq!(up.count("GET", &format!("v2/library/x/blobs/{digest}")), 1);
 }

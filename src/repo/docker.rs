@@ -9,6 +9,7 @@ use crate::config::{PackageKind, RepoKind};
 use crate::error::{Error, Result};
 use crate::package::docker::{
     BLOB_ACCEPT, DOCKER_HUB_HOSTS, Endpoint, ImageName, MANIFEST_ACCEPT, Reference, Tag, V2Path,
+    parse_v2_path,
 };
 
 /// `n` and `last` of a tag list request.
@@ -121,6 +122,22 @@ impl RemoteRepo {
         }
     }
 
+    /// A registry path asked for under `/api/v1/remote/{remote}/` (`{name}/manifests/{ref}`,
+    /// `{name}/blobs/{digest}`, `{name}/tags/list`): the same fetch as under `/v2/`, so both
+    /// routes share keys, classes and digest checks.
+    pub fn docker_path_fetch(&self, raw: &str) -> Result<Fetch> {
+        let v2 = parse_v2_path(raw).map_err(|e| match e {
+            Error::Unsupported(m) => Error::BadRequest(format!("not a registry path: {m}")),
+            e => e,
+        })?;
+        let segs: Vec<&str> = v2.segments.iter().map(String::as_str).collect();
+        let mut name = ImageName::from_segments(&segs)?;
+        if self.is_docker_hub() {
+            name = name.with_library_prefix();
+        }
+        self.docker_fetch(&name, &v2.endpoint, &TagPage::default())
+    }
+
     /// The fetch of one registry endpoint of image `name`.
     pub fn docker_fetch(
         &self,
@@ -134,7 +151,7 @@ impl RemoteRepo {
         let scope = Some(format!("repository:{name}:pull"));
         let fetch = match endpoint {
             Endpoint::Manifest(Reference::Tag(tag)) => Fetch {
-                key: format!("{repo}/{name}/manifests/{}", tag.as_str()),
+                key: format!("{repo}/images/{name}/_manifests/{}", tag.as_str()),
                 upstream_path,
                 query: None,
                 class: endpoint.class(),
@@ -142,11 +159,12 @@ impl RemoteRepo {
                 scope,
                 expected_digest: None,
                 manifest: Some(ManifestRules {
-                    digest_alias_prefix: Some(format!("{repo}/{name}/manifests/")),
+                    digest_alias_prefix: Some(format!("{repo}/images/{name}/_manifests/")),
+                    tag_key: None,
                 }),
             },
             Endpoint::Manifest(Reference::Digest(d)) => Fetch {
-                key: format!("{repo}/{name}/manifests/{}", d.as_str()),
+                key: format!("{repo}/images/{name}/_manifests/{}", d.as_str()),
                 upstream_path,
                 query: None,
                 class: endpoint.class(),
@@ -155,6 +173,7 @@ impl RemoteRepo {
                 expected_digest: Some(d.as_str().to_string()),
                 manifest: Some(ManifestRules {
                     digest_alias_prefix: None,
+                    tag_key: None,
                 }),
             },
             Endpoint::Blob(d) => Fetch {
@@ -180,7 +199,7 @@ impl RemoteRepo {
                     suffix.push_str(&format!(".last={}", last.as_str()));
                 }
                 Fetch {
-                    key: format!("{repo}/{name}/tags/list{suffix}"),
+                    key: format!("{repo}/images/{name}/_tags/list{suffix}"),
                     upstream_path,
                     query: (!page.is_empty()).then(|| query.join("&")),
                     class: endpoint.class(),

@@ -164,11 +164,34 @@ impl Drop for FillSender {
     }
 }
 
-/// Waits until the fill has got past `Pending`.
+/// Waits until the fill has something to show: the first bytes of a body (so that a fetch
+/// failing before any byte arrives is still an error status, not an empty 200), or its end.
 pub async fn started(rx: &mut watch::Receiver<FillState>) -> FillState {
+    wait_for(rx, |s| match s {
+        FillState::Pending => false,
+        FillState::Body(p) => p.written > 0 || p.done,
+        _ => true,
+    })
+    .await
+}
+
+/// Waits until the fill has ended: committed, ready or failed.
+pub async fn finished(rx: &mut watch::Receiver<FillState>) -> FillState {
+    wait_for(rx, |s| match s {
+        FillState::Pending => false,
+        FillState::Body(p) => p.done,
+        _ => true,
+    })
+    .await
+}
+
+async fn wait_for(
+    rx: &mut watch::Receiver<FillState>,
+    reached: impl Fn(&FillState) -> bool,
+) -> FillState {
     loop {
         let state = rx.borrow_and_update().clone();
-        if !matches!(state, FillState::Pending) {
+        if reached(&state) {
             return state;
         }
         if rx.changed().await.is_err() {
@@ -177,6 +200,9 @@ pub async fn started(rx: &mut watch::Receiver<FillState>) -> FillState {
                 FillState::Pending => FillState::Failed(Error::UpstreamUnreachable(
                     "the fetch ended without an answer".into(),
                 )),
+                FillState::Body(p) if !p.done => {
+                    FillState::Failed(Error::UpstreamUnreachable("the fetch ended early".into()))
+                }
                 s => s,
             };
         }

@@ -50,6 +50,9 @@ pub struct Fetch {
 pub struct ManifestRules {
     /// Also store the manifest under `{prefix}sha256:<hex>` once its digest is known.
     pub digest_alias_prefix: Option<String>,
+    /// Also store the manifest under this tag key (index class) once committed: set when a
+    /// `HEAD` of a tag led to this fetch by digest.
+    pub tag_key: Option<String>,
 }
 
 impl Fetch {
@@ -162,7 +165,7 @@ impl RemoteRepo {
     }
 
     /// Answers a HEAD for `path` without downloading a body.
-    pub async fn head(&self, path: &RepoPath) -> Result<Served> {
+    pub async fn head(self: &Arc<Self>, path: &RepoPath) -> Result<Served> {
         let fetch = self.plain_fetch(path)?;
         self.head_fetch(&fetch).await
     }
@@ -211,7 +214,17 @@ impl RemoteRepo {
                 rx
             }
         };
-        match fill::started(&mut rx).await {
+        // Manifests are small and their digest and media type are only certain once the
+        // whole document is in: wait for the commit and answer from storage.
+        let state = if fetch.manifest.is_some() {
+            match fill::finished(&mut rx).await {
+                FillState::Body(p) if p.done => FillState::Ready(CacheStatus::Miss),
+                s => s,
+            }
+        } else {
+            fill::started(&mut rx).await
+        };
+        match state {
             FillState::Body(p) => Ok(Served {
                 cache: CacheStatus::Miss,
                 content_length: p.head.content_length,
@@ -246,9 +259,9 @@ impl RemoteRepo {
         }
     }
 
-    /// HEAD of one object without downloading a body: from metadata on a hit, with an
-    /// upstream HEAD otherwise.
-    pub async fn head_fetch(&self, fetch: &Fetch) -> Result<Served> {
+    /// HEAD of one object: from metadata on a hit; otherwise an upstream HEAD, so that no body
+    /// is downloaded (for a registry tag, see [`Self::cache_tag_after_head`]).
+    pub async fn head_fetch(self: &Arc<Self>, fetch: &Fetch) -> Result<Served> {
         let key = &fetch.key;
         let cached = self.cache.meta.get(key).await?;
         if let Some(meta) = &cached
@@ -277,6 +290,15 @@ impl RemoteRepo {
         match resp.status().as_u16() {
             200 => {
                 let h = body_head(resp.headers(), fetch);
+                if let Some(prefix) = fetch
+                    .manifest
+                    .as_ref()
+                    .and_then(|r| r.digest_alias_prefix.as_deref())
+                    && let Some(digest) = h.digest.as_deref().filter(|d| d.starts_with("sha256:"))
+                {
+                    self.cache_tag_after_head(fetch, prefix, digest, cached.as_ref())
+                        .await;
+                }
                 Ok(Served {
                     cache: CacheStatus::Miss,
                     content_length: h.content_length,
@@ -294,6 +316,65 @@ impl RemoteRepo {
             }
             s => stale(Error::UpstreamStatus(s)).await,
         }
+    }
+
+    /// After an upstream `HEAD` of a tag answered `digest`: keep the tag cached without a GET
+    /// of the tag. Clients HEAD the tag and then GET the digest; the tag's record follows the
+    /// digest's manifest, so a later pull works with upstream down and Docker Hub counts no
+    /// extra pull. An unchanged digest renews the expired tag; a known digest is copied; an
+    /// unknown one is fetched by digest in the background (the client's own GET joins it).
+    async fn cache_tag_after_head(
+        self: &Arc<Self>,
+        fetch: &Fetch,
+        prefix: &str,
+        digest: &str,
+        cached: Option<&ObjectMeta>,
+    ) {
+        let key = &fetch.key;
+        if cached.is_some_and(|m| digest.strip_prefix("sha256:") == Some(m.sha256.as_str()))
+            && self.cache.storage.head(key).await.ok().flatten().is_some()
+        {
+            if let Err(e) = self.renew(key, fetch.class, &HeaderMap::new()).await {
+                tracing::warn!(key, error = %e, "could not renew tag manifest");
+            }
+            return;
+        }
+        let digest_key = format!("{prefix}{digest}");
+        if let Ok(Some(meta)) = self.cache.meta.get(&digest_key).await {
+            match self
+                .store_alias(&digest_key, key, &meta, fetch.class, true)
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(key, error = %e, "could not copy manifest to its tag"),
+            }
+        }
+        let Some((dir, _)) = fetch.upstream_path.as_str().rsplit_once('/') else {
+            return;
+        };
+        let Ok(upstream_path) = RepoPath::parse(&format!("{dir}/{digest}")) else {
+            return;
+        };
+        let by_digest = Fetch {
+            key: digest_key,
+            upstream_path,
+            query: None,
+            class: CacheClass::File,
+            accept: fetch.accept,
+            scope: fetch.scope.clone(),
+            expected_digest: Some(digest.to_string()),
+            manifest: Some(ManifestRules {
+                digest_alias_prefix: None,
+                tag_key: Some(key.clone()),
+            }),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.get_fetch(by_digest, None).await {
+                tracing::debug!(error = %e, "background fetch of a manifest by digest failed");
+            }
+        });
     }
 
     async fn serve_stored(
@@ -577,9 +658,19 @@ impl RemoteRepo {
             .and_then(|r| r.digest_alias_prefix.as_deref())
         {
             let alias = format!("{prefix}{digest}");
-            if let Err(e) = self.store_alias(key, &alias, &meta).await {
+            if let Err(e) = self
+                .store_alias(key, &alias, &meta, CacheClass::File, false)
+                .await
+            {
                 tracing::warn!(key, alias, error = %e, "could not store manifest under its digest");
             }
+        }
+        if let Some(tag_key) = fetch.manifest.as_ref().and_then(|r| r.tag_key.as_deref())
+            && let Err(e) = self
+                .store_alias(key, tag_key, &meta, CacheClass::Index, true)
+                .await
+        {
+            tracing::warn!(key, tag_key, error = %e, "could not store manifest under its tag");
         }
         tracing::info!(repository = %self.name, key, bytes = total, "cached");
         Ok(())
@@ -606,13 +697,21 @@ impl RemoteRepo {
         }
     }
 
-    /// Copies a stored object to `alias` (file class: content-addressed) unless it is there.
-    async fn store_alias(&self, key: &str, alias: &str, meta: &ObjectMeta) -> Result<()> {
-        if self.cache.storage.head(alias).await?.is_some() {
-            return Ok(());
+    /// Copies a stored object to `alias` with class `class`; an existing alias is kept unless
+    /// `replace`. True when the alias holds the object afterwards.
+    async fn store_alias(
+        &self,
+        key: &str,
+        alias: &str,
+        meta: &ObjectMeta,
+        class: CacheClass,
+        replace: bool,
+    ) -> Result<bool> {
+        if !replace && self.cache.storage.head(alias).await?.is_some() {
+            return Ok(true);
         }
         let Some(read) = self.cache.storage.get(key, None).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let mut writer = self.cache.storage.writer(alias).await?;
         let mut body = read.body;
@@ -623,16 +722,19 @@ impl RemoteRepo {
             writer.write(chunk).await?;
         }
         if hex::encode(hasher.finalize()) != meta.sha256 {
-            // Replaced underneath us; the next pull by digest fetches it properly.
-            return Ok(());
+            // Replaced underneath us; the next pull fetches it properly.
+            return Ok(false);
         }
         writer.commit().await?;
+        let now = crate::now_ms();
         let alias_meta = ObjectMeta {
-            class: CacheClass::File,
-            expires_at_ms: self.expiry(CacheClass::File, meta.fetched_at_ms),
+            class,
+            fetched_at_ms: now,
+            expires_at_ms: self.expiry(class, now),
             ..meta.clone()
         };
-        self.cache.meta.put(alias, &alias_meta).await
+        self.cache.meta.put(alias, &alias_meta).await?;
+        Ok(true)
     }
 }
 

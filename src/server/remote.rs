@@ -7,6 +7,7 @@ use percent_encoding::percent_decode_str;
 
 use super::respond::{parse_range, served};
 use super::{ApiError, AppState};
+use crate::config::PackageKind;
 use crate::error::Error;
 use crate::repo::RepoPath;
 
@@ -30,20 +31,31 @@ pub async fn get_remote(
         Err(e) => return ApiError::at(e, &name, Some(raw_path)).into_response(),
     };
     let package = repo.package().as_str();
-    let path = match RepoPath::parse(raw_path) {
-        Ok(p) => p,
+    // Docker remotes take registry paths here too, with the registry's keys and checks.
+    let fetch = if repo.package() == PackageKind::Docker {
+        repo.docker_path_fetch(raw_path)
+    } else {
+        RepoPath::parse(raw_path).and_then(|p| repo.plain_fetch(&p))
+    };
+    let fetch = match fetch {
+        Ok(f) => f,
         Err(e) => {
+            let label = if matches!(e, Error::Forbidden) {
+                "DENIED"
+            } else {
+                "ERROR"
+            };
             metrics
                 .requests
-                .with_label_values(&[&name, package, "ERROR"])
+                .with_label_values(&[&name, package, label])
                 .inc();
             return ApiError::at(e, &name, Some(raw_path)).into_response();
         }
     };
     let result = if method == Method::HEAD {
-        repo.head(&path).await
+        repo.head_fetch(&fetch).await
     } else {
-        repo.get(&path, parse_range(&headers)).await
+        repo.get_fetch(fetch, parse_range(&headers)).await
     };
     let label = match &result {
         Ok(s) => s.cache.as_str(),
@@ -57,6 +69,6 @@ pub async fn get_remote(
         .inc();
     match result {
         Ok(s) => served(s, metrics.bytes_served.with_label_values(&[&name])),
-        Err(e) => ApiError::at(e, &name, Some(path.as_str())).into_response(),
+        Err(e) => ApiError::at(e, &name, Some(raw_path)).into_response(),
     }
 }
