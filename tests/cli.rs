@@ -463,3 +463,99 @@ fn every_example_config_is_valid() {
     // No example may rely on a variable being unset.
     assert!(!String::from_utf8_lossy(&out.stdout).contains("error"));
 }
+
+/// `warm --image` and `fetch NAME@DIGEST` against a real registry, while `serve` runs on the same
+/// data: afterwards skopeo pulls the warmed platform through the server with the registry
+/// stopped, and a second warm is all hits.
+#[test]
+fn warm_and_fetch_docker_images_then_pull_with_the_registry_stopped() {
+    use common::registry::{Auth, Layout, Registry, digest_of, pull};
+    let mut ok = true;
+    for t in ["docker-registry", "skopeo", "umoci"] {
+        ok &= have_tool(t);
+    }
+    if !ok {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = Registry::start(&tmp.path().join("reg"), Auth::None);
+    let layout = Layout::init(&tmp.path().join("oci"));
+    let layer = |seed: u64| {
+        vec![vec![(
+            format!("data/f{seed}.bin"),
+            test_bytes(30_000, seed).to_vec(),
+        )]]
+    };
+    let amd = layout.add_image("amd", "amd64", &layer(61));
+    let arm = layout.add_image("arm", "arm64", &layer(62));
+    layout.add_index("multi", &[("amd", "amd64"), ("arm", "arm64")]);
+    reg.push(&layout, "multi", "library/multi:v1");
+
+    let proxy = Proxy::start(&format!(
+        "  hub:\n    type: remote\n    package: docker\n    base_url: {}\n",
+        reg.url()
+    ));
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_artifactapi"))
+            .arg("--config")
+            .arg(&proxy.config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = cli(&[
+        "warm",
+        "hub",
+        "--image",
+        "library/multi:v1",
+        "--platform",
+        "linux/amd64",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = cli(&["fetch", "hub", &format!("library/multi@{arm}")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let blobs = |tag: &str| layout.image_blobs(tag);
+    let stored = |d: &str| {
+        proxy
+            .data_dir()
+            .join("objects/hub/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    for d in blobs("amd").iter().chain(blobs("arm").iter()) {
+        assert_eq!(digest_of(&std::fs::read(stored(d)).unwrap()), *d);
+    }
+
+    reg.stop();
+    let host = proxy.addr.to_string();
+    let out = tmp.path().join("amd");
+    pull(
+        &host,
+        "hub/library/multi:v1",
+        &out,
+        &["--override-arch=amd64", "--override-os=linux"],
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        layout.manifest("amd")
+    );
+    let out = tmp.path().join("arm");
+    pull(&host, &format!("hub/library/multi@{arm}"), &out, &[]).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        layout.manifest("arm")
+    );
+    assert_ne!(amd, arm);
+
+    // Everything is cached: a second warm succeeds with the registry down.
+    let o = cli(&[
+        "warm",
+        "hub",
+        "--image",
+        "library/multi:v1",
+        "--platform",
+        "linux/amd64",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

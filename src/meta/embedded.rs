@@ -1,12 +1,14 @@
 //! The embedded metadata backend: one JSON record per object under `ROOT/meta/{key}.json`,
 //! written by temp file and rename so that a server and CLI commands on the same data directory
-//! always read whole records. Negative (404) entries live in this process's memory.
+//! always read whole records. Negative (404) entries live in this process's memory, and so does
+//! a short-lived copy of recently read records, which spares a cache hit its file read.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
@@ -16,9 +18,18 @@ const SUFFIX: &str = ".json";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How long a record read from disk is reused without reading it again. Records written by this
+/// process are always current; this bounds how late a change made by another process on the
+/// same data directory (a CLI `fetch` or `flush`) is noticed. A flushed object is noticed at
+/// once anyway, since its file is gone.
+const RECENT_FOR: Duration = Duration::from_secs(1);
+/// At most this many records are kept in memory.
+const RECENT_MAX: usize = 65_536;
+
 pub struct EmbeddedMeta {
     root: PathBuf,
     negative: Mutex<HashMap<String, u64>>,
+    recent: Mutex<HashMap<String, (Instant, ObjectMeta)>>,
 }
 
 impl EmbeddedMeta {
@@ -30,7 +41,35 @@ impl EmbeddedMeta {
         Ok(EmbeddedMeta {
             root,
             negative: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn remember(&self, key: &str, meta: Option<&ObjectMeta>) {
+        let mut recent = self.recent.lock().expect("record cache lock");
+        match meta {
+            Some(m) => {
+                if recent.len() >= RECENT_MAX && !recent.contains_key(key) {
+                    let now = Instant::now();
+                    recent.retain(|_, (at, _)| now.duration_since(*at) < RECENT_FOR);
+                    if recent.len() >= RECENT_MAX {
+                        recent.clear();
+                    }
+                }
+                recent.insert(key.to_string(), (Instant::now(), m.clone()));
+            }
+            None => {
+                recent.remove(key);
+            }
+        }
+    }
+
+    fn recent(&self, key: &str) -> Option<ObjectMeta> {
+        let recent = self.recent.lock().expect("record cache lock");
+        recent
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < RECENT_FOR)
+            .map(|(_, m)| m.clone())
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
@@ -45,11 +84,17 @@ impl EmbeddedMeta {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        if let Some(m) = self.recent(key) {
+            return Ok(Some(m));
+        }
         let path = self.path_of(key)?;
         match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(Error::metadata(format!("decoding record of {key}"))),
+            Ok(bytes) => {
+                let meta: ObjectMeta = serde_json::from_slice(&bytes)
+                    .map_err(Error::metadata(format!("decoding record of {key}")))?;
+                self.remember(key, Some(&meta));
+                Ok(Some(meta))
+            }
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(Error::metadata(format!("reading record of {key}"))(e)),
         }
@@ -59,6 +104,8 @@ impl EmbeddedMeta {
         let path = self.path_of(key)?;
         let body = serde_json::to_vec(meta).map_err(Error::metadata("encoding record"))?;
         let ctx = format!("writing record of {key}");
+        // Forget first: a failed write must not leave the new record served from memory.
+        self.remember(key, None);
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let dir = path.parent().expect("record path has a parent");
             std::fs::create_dir_all(dir)?;
@@ -75,11 +122,14 @@ impl EmbeddedMeta {
         })
         .await
         .map_err(|e| Error::metadata(ctx.clone())(io::Error::other(e.to_string())))?
-        .map_err(Error::metadata(ctx))
+        .map_err(Error::metadata(ctx))?;
+        self.remember(key, Some(meta));
+        Ok(())
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let path = self.path_of(key)?;
+        self.remember(key, None);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),
             Err(e) if is_absent(&e) => Ok(false),
@@ -225,6 +275,7 @@ mod tests {
         let m = EmbeddedMeta {
             root: dir.path().to_path_buf(),
             negative: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
         };
         m.put_negative("r/x", crate::now_ms() + 60_000);
         m.put_negative("r/y", crate::now_ms() - 1);
