@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use super::{ByteRange, ObjectEntry, ObjectRead};
 use crate::error::{Error, Result};
@@ -20,7 +18,7 @@ pub const TEMP_PREFIX: &str = ".artifactapi-tmp-";
 /// Objects at most this large are read in one go on a hit.
 const SMALL_OBJECT: u64 = 128 * 1024;
 /// Read size for streaming larger objects.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: u64 = 512 * 1024;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -64,12 +62,11 @@ impl FsStorage {
         let body: super::ByteStream = match small {
             Some(buf) => futures::stream::once(async move { Ok(Bytes::from(buf)) }).boxed(),
             None => {
-                let len = match served {
-                    Some((a, b)) => b - a + 1,
-                    None => size,
+                let (start, end) = match served {
+                    Some((a, b)) => (a, b + 1),
+                    None => (0, size),
                 };
-                let file = tokio::fs::File::from_std(file);
-                ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed()
+                read_ahead(file, start, end)
             }
         };
         Ok(Some(ObjectRead {
@@ -203,6 +200,7 @@ fn open_object(path: &Path, range: Option<ByteRange>) -> Result<Option<Opened>, 
         file.seek(io::SeekFrom::Start(start))
             .map_err(OpenError::Io)?;
     }
+    // (Larger bodies are read with positioned reads from `start`; the seek serves small ones.)
     let small = if len <= SMALL_OBJECT {
         let mut buf = Vec::with_capacity(len as usize);
         (&mut file)
@@ -220,6 +218,53 @@ fn open_object(path: &Path, range: Option<ByteRange>) -> Result<Option<Opened>, 
         None
     };
     Ok(Some((file, size, served, small)))
+}
+
+/// Streams `start..end` of `file` in `READ_CHUNK` pieces, reading the next piece while the
+/// previous one is being sent, so that disk reads and socket writes overlap. A blocking thread
+/// is used only while a read runs, never while a slow client drains its piece.
+fn read_ahead(file: std::fs::File, start: u64, end: u64) -> super::ByteStream {
+    use std::os::unix::fs::FileExt;
+    use tokio::task::JoinHandle;
+
+    struct State {
+        file: std::sync::Arc<std::fs::File>,
+        next: u64,
+        end: u64,
+        pending: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    }
+    impl State {
+        fn start_read(&mut self) {
+            if self.next >= self.end {
+                return;
+            }
+            let n = (self.end - self.next).min(READ_CHUNK) as usize;
+            let (file, offset) = (self.file.clone(), self.next);
+            self.next += n as u64;
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, offset).map(|_| buf)
+            }));
+        }
+    }
+    let mut state = State {
+        file: std::sync::Arc::new(file),
+        next: start,
+        end,
+        pending: None,
+    };
+    state.start_read();
+    futures::stream::unfold(state, |mut state| async move {
+        let read = state.pending.take()?;
+        let buf = match read.await {
+            Ok(Ok(buf)) => buf,
+            Ok(Err(e)) => return Some((Err(e), state)),
+            Err(e) => return Some((Err(io::Error::other(e.to_string())), state)),
+        };
+        state.start_read();
+        Some((Ok(Bytes::from(buf)), state))
+    })
+    .boxed()
 }
 
 /// Removes temp files whose writing process is gone. Used for objects and metadata records.
