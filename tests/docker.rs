@@ -379,6 +379,12 @@ async fn htpasswd_upstream_needs_the_configured_credentials() {
     let out = tmp.path().join("priv");
     pull(&host, "priv/team/app:t1", &out, &[]).unwrap();
     check_pulled_image(&out, &upstream_manifest, &layout);
+    // After the first Basic challenge the credentials go with every request.
+    let log = reg.access_log();
+    let by_proxy: Vec<_> = log.iter().filter(|l| l.by_proxy()).collect();
+    let unauthorized = by_proxy.iter().filter(|l| l.status == 401).count();
+    assert!(by_proxy.len() >= 4, "{} proxy requests", by_proxy.len());
+    assert_eq!(unauthorized, 1, "one 401, then Basic up front");
 
     for remote in ["anon", "wrong"] {
         let r = c

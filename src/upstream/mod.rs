@@ -9,6 +9,7 @@ use reqwest::header::{
     WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{BaseUrl, PackageKind, RepoConfig, Secret};
 use crate::error::{Error, Result};
@@ -45,6 +46,9 @@ pub struct Upstream {
     /// Send Basic credentials with every request (plain HTTP remotes); registries get them only
     /// when they challenge.
     preemptive_basic: bool,
+    /// A registry answered a Basic challenge: send Basic from then on, saving a 401 round trip
+    /// per object.
+    basic_challenged: AtomicBool,
     tokens: auth::TokenCache,
 }
 
@@ -82,6 +86,7 @@ impl Upstream {
             base,
             credentials,
             preemptive_basic: repo.package != PackageKind::Docker,
+            basic_challenged: AtomicBool::new(false),
             tokens: auth::TokenCache::default(),
         }))
     }
@@ -114,7 +119,9 @@ impl Upstream {
                 .map(|t| format!("Bearer {}", t.expose())),
             None => None,
         };
-        if auth.is_none() && self.preemptive_basic {
+        if auth.is_none()
+            && (self.preemptive_basic || self.basic_challenged.load(Ordering::Relaxed))
+        {
             auth = self.basic();
         }
         let resp = self.request(&method, path, opts, auth.as_deref()).await?;
@@ -145,8 +152,11 @@ impl Upstream {
                     .await?;
                 format!("Bearer {}", token.expose())
             }
-            Some(auth::Challenge::Basic) if !self.preemptive_basic => match self.basic() {
-                Some(b) => b,
+            Some(auth::Challenge::Basic) if auth.is_none() => match self.basic() {
+                Some(b) => {
+                    self.basic_challenged.store(true, Ordering::Relaxed);
+                    b
+                }
                 None => return Ok(resp),
             },
             _ => return Ok(resp),
