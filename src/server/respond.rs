@@ -3,13 +3,16 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prometheus::IntCounter;
 
 use crate::repo::Served;
 use crate::storage::ByteRange;
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Bodies up to this size that are ready at once are sent as one full body.
+const WHOLE_BODY_MAX: u64 = 256 * 1024;
 
 /// The single range of a `Range: bytes=...` header. Several ranges, other units or bad syntax
 /// give `None`, and the whole object is served (as RFC 9110 allows).
@@ -37,11 +40,29 @@ pub fn served(s: Served, bytes_served: IntCounter) -> Response {
         StatusCode::OK
     };
     let body = match s.body {
-        Some(stream) => Body::from_stream(stream.inspect(move |chunk| {
-            if let Ok(c) = chunk {
-                bytes_served.inc_by(c.len() as u64);
+        Some(mut stream) => {
+            // A body that is already whole in memory (a small cached file) goes out as a full
+            // body, so headers and bytes leave in one write.
+            let first = match s.content_length {
+                Some(len) if len <= WHOLE_BODY_MAX => stream.next().now_or_never(),
+                _ => None,
+            };
+            match first {
+                Some(Some(Ok(chunk))) if Some(chunk.len() as u64) == s.content_length => {
+                    bytes_served.inc_by(chunk.len() as u64);
+                    Body::from(chunk)
+                }
+                Some(None) => Body::empty(),
+                first => {
+                    let first = futures::stream::iter(first.flatten());
+                    Body::from_stream(first.chain(stream).inspect(move |chunk| {
+                        if let Ok(c) = chunk {
+                            bytes_served.inc_by(c.len() as u64);
+                        }
+                    }))
+                }
             }
-        })),
+        }
         None => Body::empty(),
     };
     let mut resp = Response::new(body);
