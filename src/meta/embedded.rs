@@ -1,5 +1,5 @@
 //! The embedded metadata backend: one JSON record per object under `ROOT/meta/{key}.json`,
-//! written by temp file and rename so that a server and CLI commands on the same data directory
+//! written by temp file (in `ROOT/tmp/`) and rename so that a server and CLI commands on the same data directory
 //! always read whole records. Negative (404) entries live in this process's memory, and so does
 //! a short-lived copy of recently read records, which spares a cache hit its file read.
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
-use crate::storage::{TEMP_PREFIX, sweep_dir, walk};
+use crate::storage::{TEMP_DIR, TEMP_PREFIX, sweep_dir, walk};
 
 const SUFFIX: &str = ".json";
 
@@ -28,18 +28,24 @@ const RECENT_MAX: usize = 65_536;
 
 pub struct EmbeddedMeta {
     root: PathBuf,
+    /// Temp files of records being written (`ROOT/tmp/`, shared with the objects).
+    tmp: PathBuf,
     negative: Mutex<HashMap<String, u64>>,
     recent: Mutex<HashMap<String, (Instant, ObjectMeta)>>,
 }
 
 impl EmbeddedMeta {
     pub async fn open(root: &Path) -> Result<EmbeddedMeta> {
+        let tmp = root.join(TEMP_DIR);
         let root = root.join("meta");
-        tokio::fs::create_dir_all(&root)
-            .await
-            .map_err(Error::storage(format!("creating {}", root.display())))?;
+        for dir in [&root, &tmp] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(Error::storage(format!("creating {}", dir.display())))?;
+        }
         Ok(EmbeddedMeta {
             root,
+            tmp,
             negative: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
         })
@@ -106,10 +112,11 @@ impl EmbeddedMeta {
         let ctx = format!("writing record of {key}");
         // Forget first: a failed write must not leave the new record served from memory.
         self.remember(key, None);
+        let tmp_dir = self.tmp.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let dir = path.parent().expect("record path has a parent");
             std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(format!(
+            let tmp = tmp_dir.join(format!(
                 "{TEMP_PREFIX}{}-m{}",
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -208,7 +215,7 @@ impl EmbeddedMeta {
     }
 
     pub async fn sweep_temp_files(&self) -> Result<u64> {
-        let root = self.root.clone();
+        let root = self.tmp.clone();
         tokio::task::spawn_blocking(move || sweep_dir(&root))
             .await
             .map_err(|e| Error::metadata("sweep")(io::Error::other(e.to_string())))?
@@ -274,6 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = EmbeddedMeta {
             root: dir.path().to_path_buf(),
+            tmp: dir.path().to_path_buf(),
             negative: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
         };

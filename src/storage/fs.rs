@@ -1,6 +1,7 @@
-//! The filesystem backend: objects under `ROOT/objects/{key}`. Writes go to a temp file in the
-//! destination's directory, are fsynced and renamed into place; a guard deletes the temp file on
-//! every early exit, and a start-up sweep removes those of processes that died.
+//! The filesystem backend: objects under `ROOT/objects/{key}`. Writes go to a temp file in
+//! `ROOT/tmp/` (same filesystem), are fsynced and renamed into place; a guard deletes the temp
+//! file on every early exit, and a start-up sweep of that one directory removes those of
+//! processes that died.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use crate::error::{Error, Result};
 
 /// Temp files start with this; request paths may not (see `repo::path`).
 pub const TEMP_PREFIX: &str = ".artifactapi-tmp-";
+/// The directory, under a data root, that holds temp files.
+pub const TEMP_DIR: &str = "tmp";
 
 /// Objects at most this large are read in one go on a hit.
 const SMALL_OBJECT: u64 = 128 * 1024;
@@ -24,16 +27,20 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub struct FsStorage {
     objects: PathBuf,
+    tmp: PathBuf,
 }
 
 impl FsStorage {
     /// Opens (creating if needed) a data directory.
     pub async fn open(root: &Path) -> Result<FsStorage> {
         let objects = root.join("objects");
-        tokio::fs::create_dir_all(&objects)
-            .await
-            .map_err(Error::storage(format!("creating {}", objects.display())))?;
-        Ok(FsStorage { objects })
+        let tmp = root.join(TEMP_DIR);
+        for dir in [&objects, &tmp] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(Error::storage(format!("creating {}", dir.display())))?;
+        }
+        Ok(FsStorage { objects, tmp })
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
@@ -93,9 +100,10 @@ impl FsStorage {
             .ok_or_else(|| Error::BadPath(key.to_string()))?
             .to_path_buf();
         let ctx = format!("creating temp file for {key}");
+        let tmp_dir = self.tmp.clone();
         tokio::task::spawn_blocking(move || -> io::Result<FsWriter> {
             std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(
+            let tmp = tmp_dir.join(format!(
                 "{TEMP_PREFIX}{}-{}",
                 std::process::id(),
                 TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -158,7 +166,7 @@ impl FsStorage {
     }
 
     pub async fn sweep_temp_files(&self) -> Result<u64> {
-        let root = self.objects.clone();
+        let root = self.tmp.clone();
         tokio::task::spawn_blocking(move || sweep_dir(&root))
             .await
             .map_err(join_error)?
@@ -330,7 +338,7 @@ impl Drop for TempGuard {
     }
 }
 
-/// An object being written to a temp file beside its destination.
+/// An object being written to a temp file in `ROOT/tmp/`.
 pub struct FsWriter {
     file: Option<std::fs::File>,
     tmp: TempGuard,
@@ -450,8 +458,7 @@ mod tests {
     async fn sweep_removes_dead_writers_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStorage::open(dir.path()).await.unwrap();
-        let d = dir.path().join("objects/r");
-        std::fs::create_dir_all(&d).unwrap();
+        let d = dir.path().join(TEMP_DIR);
         // pid 0 never names a live process in /proc.
         std::fs::write(d.join(format!("{TEMP_PREFIX}0-1")), b"x").unwrap();
         let live = d.join(format!("{TEMP_PREFIX}{}-9", std::process::id()));

@@ -13,7 +13,7 @@ use futures::Stream;
 use crate::config::{Config, StorageBackend};
 use crate::error::Result;
 
-pub use fs::{FsStorage, FsWriter, TEMP_PREFIX};
+pub use fs::{FsStorage, FsWriter, TEMP_DIR, TEMP_PREFIX};
 pub(crate) use fs::{sweep_dir, walk};
 
 /// A stream of object bytes.
