@@ -160,7 +160,6 @@ impl RemoteRepo {
                 expected_digest: None,
                 manifest: Some(ManifestRules {
                     digest_alias_prefix: Some(format!("{repo}/images/{name}/_manifests/")),
-                    tag_key: None,
                 }),
             },
             Endpoint::Manifest(Reference::Digest(d)) => Fetch {
@@ -173,7 +172,6 @@ impl RemoteRepo {
                 expected_digest: Some(d.as_str().to_string()),
                 manifest: Some(ManifestRules {
                     digest_alias_prefix: None,
-                    tag_key: None,
                 }),
             },
             Endpoint::Blob(d) => Fetch {

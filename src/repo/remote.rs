@@ -2,7 +2,8 @@
 //! streams to every waiting client while it is written to storage, committed only when whole;
 //! expired → conditional revalidation, serving the stale copy when upstream fails.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -50,9 +51,6 @@ pub struct Fetch {
 pub struct ManifestRules {
     /// Also store the manifest under `{prefix}sha256:<hex>` once its digest is known.
     pub digest_alias_prefix: Option<String>,
-    /// Also store the manifest under this tag key (index class) once committed: set when a
-    /// `HEAD` of a tag led to this fetch by digest.
-    pub tag_key: Option<String>,
 }
 
 impl Fetch {
@@ -71,7 +69,13 @@ pub struct RemoteRepo {
     config: RepoConfig,
     upstream: Upstream,
     cache: Arc<Cache>,
+    /// Registry manifests by digest key that a `HEAD` of a tag resolved to, with that tag's
+    /// key: when the digest is committed it is copied to the tag.
+    pending_tags: Mutex<HashMap<String, String>>,
 }
+
+/// At most this many pending tag copies are remembered.
+const MAX_PENDING_TAGS: usize = 10_000;
 
 impl RemoteRepo {
     pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
@@ -83,6 +87,7 @@ impl RemoteRepo {
             config,
             upstream,
             cache,
+            pending_tags: Mutex::default(),
         })
     }
 
@@ -340,15 +345,18 @@ impl RemoteRepo {
             return;
         }
         let digest_key = format!("{prefix}{digest}");
-        if let Ok(Some(meta)) = self.cache.meta.get(&digest_key).await {
-            match self
-                .store_alias(&digest_key, key, &meta, fetch.class, true)
-                .await
-            {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(key, error = %e, "could not copy manifest to its tag"),
+        // Whichever fill commits the digest (ours below, or a client's GET by digest that got
+        // there first) copies it to the tag; registered before the check so none is missed.
+        {
+            let mut pending = self.pending_tags.lock().expect("pending tags lock");
+            if pending.len() >= MAX_PENDING_TAGS {
+                pending.clear();
             }
+            pending.insert(digest_key.clone(), key.clone());
+        }
+        if let Ok(Some(meta)) = self.cache.meta.get(&digest_key).await {
+            self.copy_to_pending_tag(&digest_key, &meta).await;
+            return;
         }
         let Some((dir, _)) = fetch.upstream_path.as_str().rsplit_once('/') else {
             return;
@@ -366,7 +374,6 @@ impl RemoteRepo {
             expected_digest: Some(digest.to_string()),
             manifest: Some(ManifestRules {
                 digest_alias_prefix: None,
-                tag_key: Some(key.clone()),
             }),
         };
         let this = self.clone();
@@ -375,6 +382,22 @@ impl RemoteRepo {
                 tracing::debug!(error = %e, "background fetch of a manifest by digest failed");
             }
         });
+    }
+
+    /// Copies a committed manifest to the tag a `HEAD` resolved to it, if one is waiting.
+    async fn copy_to_pending_tag(&self, digest_key: &str, meta: &ObjectMeta) {
+        let tag_key = self
+            .pending_tags
+            .lock()
+            .expect("pending tags lock")
+            .remove(digest_key);
+        if let Some(tag_key) = tag_key
+            && let Err(e) = self
+                .store_alias(digest_key, &tag_key, meta, CacheClass::Index, true)
+                .await
+        {
+            tracing::warn!(tag_key, error = %e, "could not store manifest under its tag");
+        }
     }
 
     async fn serve_stored(
@@ -643,6 +666,10 @@ impl RemoteRepo {
             class: fetch.class,
             expires_at_ms: self.expiry(fetch.class, now),
         };
+        if fetch.manifest.is_some() {
+            // Before the record: once the digest is a hit, its tag is too.
+            self.copy_to_pending_tag(key, &meta).await;
+        }
         self.cache.meta.put(key, &meta).await?;
         let m = &self.cache.metrics;
         match previous {
@@ -664,13 +691,6 @@ impl RemoteRepo {
             {
                 tracing::warn!(key, alias, error = %e, "could not store manifest under its digest");
             }
-        }
-        if let Some(tag_key) = fetch.manifest.as_ref().and_then(|r| r.tag_key.as_deref())
-            && let Err(e) = self
-                .store_alias(key, tag_key, &meta, CacheClass::Index, true)
-                .await
-        {
-            tracing::warn!(key, tag_key, error = %e, "could not store manifest under its tag");
         }
         tracing::info!(repository = %self.name, key, bytes = total, "cached");
         Ok(())
