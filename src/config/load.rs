@@ -161,11 +161,14 @@ fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
     }
     let mut out = Vec::new();
     let mut remotes = std::collections::BTreeMap::new();
+    let mut auth = super::AuthConfig::default();
     for (key, start, end) in top {
         if key != "remotes" {
             let snippet = lines[start..end].join("\n");
-            if let Err(e) = serde_yaml::from_str::<Config>(&snippet) {
-                out.push(shift(yaml_diagnostic(&e, &snippet), start));
+            match serde_yaml::from_str::<Config>(&snippet) {
+                Ok(c) if key == "auth" => auth = c.auth,
+                Ok(_) => {}
+                Err(e) => out.push(shift(yaml_diagnostic(&e, &snippet), start)),
             }
             continue;
         }
@@ -189,6 +192,7 @@ fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
         storage: Default::default(),
         metadata: Default::default(),
         remotes,
+        auth,
     };
     out.extend(check(&partial, text));
     Some(out)
@@ -292,6 +296,16 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
                 );
             }
         }
+        if repo.allow_overwrite && repo.kind != RepoKind::Local {
+            at(
+                &["remotes", n, "allow_overwrite"],
+                format!(
+                    "allow_overwrite is only valid for local repositories ('{n}' is {})",
+                    repo.kind.as_str()
+                ),
+                None,
+            );
+        }
         match repo.kind {
             RepoKind::Remote => {
                 if repo.base_url.is_none() {
@@ -355,6 +369,7 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
             }
         }
     }
+    out.extend(super::auth::check(config, text));
     out
 }
 
