@@ -133,7 +133,8 @@ pub(super) fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
     let tokens = &config.auth.tokens;
     for (i, token) in tokens.iter().enumerate() {
         let name = token.name.as_str();
-        let at = token_position(text, name);
+        let nth = tokens[..i].iter().filter(|t| t.name == token.name).count();
+        let at = token_position(text, name, nth);
         if tokens[..i].iter().any(|t| t.name == token.name) {
             error(at, format!("token name '{name}' is used twice"));
         }
@@ -166,19 +167,20 @@ pub(super) fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
     out
 }
 
-/// The `name: NAME` line of a token, or the `tokens:` key.
-fn token_position(text: &str, name: &str) -> (usize, usize) {
+/// The `nth` (0-based) `name: NAME` line of the tokens, or the `tokens:` key.
+fn token_position(text: &str, name: &str, nth: usize) -> (usize, usize) {
     let base = locate(text, &["auth", "tokens"]);
-    for (i, line) in text.lines().enumerate().skip(base.0) {
-        let bare = line.trim_start().trim_start_matches("- ").trim_start();
-        let Some(value) = bare.strip_prefix("name:") else {
-            continue;
-        };
-        if value.trim().trim_matches(['"', '\'']) == name {
-            return (i + 1, line.len() - bare.len() + 1);
-        }
-    }
-    base
+    text.lines()
+        .enumerate()
+        .skip(base.0)
+        .filter_map(|(i, line)| {
+            let bare = line.trim_start().trim_start_matches("- ").trim_start();
+            let value = bare.strip_prefix("name:")?;
+            (value.trim().trim_matches(['"', '\'']) == name)
+                .then(|| (i + 1, line.len() - bare.len() + 1))
+        })
+        .nth(nth)
+        .unwrap_or(base)
 }
 
 /// The `REPO:` key of a token's roles, searched from the token's line.
@@ -198,4 +200,61 @@ fn role_position(text: &str, token: (usize, usize), repo: &str) -> (usize, usize
         }
     }
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{load_str, validate_str};
+
+    const REPOS: &str = "remotes:\n  uploads:\n    type: local\n    package: generic\n";
+
+    #[test]
+    fn roles_and_anonymous_read_load() {
+        let text = format!(
+            "auth:\n  tokens:\n    - name: ci\n      secret: s1\n      roles:\n        uploads: [read, write]\n        \"*\": [read]\n{REPOS}"
+        );
+        let c = load_str(&text).unwrap();
+        assert!(c.auth.anonymous_read);
+        assert_eq!(c.auth.tokens[0].roles["uploads"].len(), 2);
+        assert!(!format!("{c:?}").contains("s1\""));
+    }
+
+    #[test]
+    fn bad_tokens_are_reported_at_their_line() {
+        let text = format!(
+            "auth:\n  tokens:\n    - name: ci\n      secret: same\n      roles:\n        nope: [read]\n    - name: ci\n      secret: same\n    - name: e\n      secret: ''\n{REPOS}  r:\n    type: remote\n    package: generic\n    base_url: http://h\n    allow_overwrite: true\n"
+        );
+        let d = load_str(&text).unwrap_err();
+        let found: Vec<(usize, &str)> = d.iter().map(|d| (d.line, d.message.as_str())).collect();
+        let has =
+            |line: usize, needle: &str| found.iter().any(|(l, m)| *l == line && m.contains(needle));
+        assert!(has(6, "unknown repository 'nope'"), "{found:?}");
+        assert!(has(7, "used twice"), "{found:?}");
+        assert!(has(7, "same secret"), "{found:?}");
+        assert!(has(9, "empty secret"), "{found:?}");
+        assert!(has(19, "allow_overwrite is only valid"), "{found:?}");
+    }
+
+    #[test]
+    fn bad_values_have_locations() {
+        let text = format!(
+            "auth:\n  tokens:\n    - name: ci\n      secret: s\n      roles:\n        \"*\": [sudo]\n{REPOS}"
+        );
+        let d = load_str(&text).unwrap_err();
+        assert_eq!(d[0].line, 6, "{d:?}");
+        assert!(d[0].message.contains("unknown variant `sudo`"), "{d:?}");
+        let d = load_str("auth:\n  tokens:\n    - name: 'a:b'\n      secret: s\n").unwrap_err();
+        assert!(d[0].message.contains("invalid token name"), "{d:?}");
+    }
+
+    #[test]
+    fn unset_secret_is_only_a_warning_in_validate_config() {
+        let text = format!(
+            "auth:\n  tokens:\n    - name: ci\n      secret: ${{ARTIFACTAPI_TEST_UNSET_TOKEN}}\n{REPOS}"
+        );
+        let d = validate_str(&text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].severity, super::Severity::Warning);
+        assert!(load_str(&text).is_err());
+    }
 }
