@@ -121,9 +121,9 @@ impl fmt::Display for TokenName {
 /// secrets, and roles only on `*` or configured repositories.
 pub(super) fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut error = |(line, column): (usize, usize), message: String| {
+    let mut report = |severity, (line, column): (usize, usize), message: String| {
         out.push(Diagnostic {
-            severity: Severity::Error,
+            severity,
             line,
             column,
             message,
@@ -136,18 +136,34 @@ pub(super) fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
         let nth = tokens[..i].iter().filter(|t| t.name == token.name).count();
         let at = token_position(text, name, nth);
         if tokens[..i].iter().any(|t| t.name == token.name) {
-            error(at, format!("token name '{name}' is used twice"));
+            report(
+                Severity::Error,
+                at,
+                format!("token name '{name}' is used twice"),
+            );
         }
-        // An unset ${VAR} is already reported as a warning by validate-config.
-        if token.secret.expose().is_empty() && !super::values::lenient_env() {
-            error(at, format!("token '{name}' has an empty secret"));
+        if token.secret.expose().is_empty() {
+            // validate-config (lenient) warns: the variable may be set where it runs.
+            let severity = if super::values::lenient_env() {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            report(
+                severity,
+                at,
+                format!(
+                    "token '{name}' has an empty secret; serve refuses to start until it is set"
+                ),
+            );
         }
         if !token.secret.expose().is_empty()
             && let Some(other) = tokens[..i]
                 .iter()
                 .find(|t| t.secret.expose() == token.secret.expose())
         {
-            error(
+            report(
+                Severity::Error,
                 at,
                 format!(
                     "tokens '{}' and '{name}' have the same secret",
@@ -157,7 +173,8 @@ pub(super) fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
         }
         for repo in token.roles.keys() {
             if repo != "*" && !config.remotes.contains_key(repo.as_str()) {
-                error(
+                report(
+                    Severity::Error,
                     role_position(text, at, repo),
                     format!("token '{name}' has roles on unknown repository '{repo}'"),
                 );
@@ -253,8 +270,8 @@ mod tests {
             "auth:\n  tokens:\n    - name: ci\n      secret: ${{ARTIFACTAPI_TEST_UNSET_TOKEN}}\n{REPOS}"
         );
         let d = validate_str(&text);
-        assert_eq!(d.len(), 1, "{d:?}");
-        assert_eq!(d[0].severity, super::Severity::Warning);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().all(|d| d.severity == super::Severity::Warning));
         assert!(load_str(&text).is_err());
     }
 }
