@@ -520,3 +520,30 @@ async fn docker_virtual_repository_serves_a_skopeo_pull() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["errors"][0]["code"], "MANIFEST_UNKNOWN");
 }
+
+#[tokio::test]
+async fn an_interrupted_upload_leaves_nothing() {
+    let proxy = Proxy::start_with(LOCALS, AUTH);
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    write!(
+        s,
+        "PUT /api/v1/local/uploads/cut.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {WRITER}\r\nContent-Length: 10000000\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(&test_bytes(3_000_000, 9)).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let c = client();
+    let url = local_url(&proxy, "uploads", "cut.bin");
+    for _ in 0..50 {
+        if proxy.temp_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
+    // The path is free again.
+    assert_eq!(upload(&c, &url, "whole", None).await.status(), 201);
+}
