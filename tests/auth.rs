@@ -329,3 +329,52 @@ async fn credentials_stay_between_client_and_proxy() {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn skopeo_logs_in_with_a_token_when_anonymous_reads_are_off() {
+    use common::registry::{Auth, Layout, Registry, pull, skopeo};
+    let mut ok = true;
+    for t in ["docker-registry", "skopeo", "umoci"] {
+        ok &= have_tool(t);
+    }
+    if !ok {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), Auth::None);
+    let layout = Layout::init(&tmp.path().join("oci"));
+    layout.add_image(
+        "t1",
+        "amd64",
+        &[vec![("etc/hello.txt".to_string(), b"hello\n".to_vec())]],
+    );
+    reg.push(&layout, "t1", "library/test:t1");
+    let up = TestUpstream::start();
+    let mut remotes = repos(&up);
+    remotes.push_str(&format!(
+        "  reg:\n    type: remote\n    package: docker\n    base_url: {}\n",
+        reg.url()
+    ));
+    let proxy = Proxy::start_with(&remotes, &auth(false));
+    let host = proxy.addr.to_string();
+    let out = tmp.path().join("anon");
+    let err = pull(&host, "reg/library/test:t1", &out, &[]).unwrap_err();
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+    let out = tmp.path().join("with-token");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = skopeo(tmp.path())
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("--src-creds=reader:{READER}"))
+        .arg(format!("docker://{host}/reg/library/test:t1"))
+        .arg(format!("dir:{}", out.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        reg.manifest("library/test:t1")
+    );
+}
