@@ -38,6 +38,16 @@ pub enum Error {
     Unsupported(String),
     #[error("the path is not allowed by the repository's include_patterns")]
     Forbidden,
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the body's sha256 is {actual}, X-Checksum-Sha256 says {expected}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("every member failed: {0}")]
+    MembersFailed(String),
     #[error("not found upstream")]
     NotFound,
     #[error("upstream answered HTTP {0}")]

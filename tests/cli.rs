@@ -322,10 +322,13 @@ fn http_flush_endpoint_reports_counts() {
     let up = TestUpstream::start();
     up.put("g/a", "a");
     up.put("g/b.json", "b");
-    let proxy = Proxy::start(&format!(
-        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/g\n    index_patterns: ['\\.json$']\n",
-        up.url()
-    ));
+    let proxy = Proxy::start_with(
+        &format!(
+            "  gen:\n    type: remote\n    package: generic\n    base_url: {}/g\n    index_patterns: ['\\.json$']\n",
+            up.url()
+        ),
+        "auth:\n  tokens:\n    - name: ops\n      secret: ops-secret-0123456789\n      roles:\n        \"*\": [admin]\n",
+    );
     let (code, _) = common::raw_get(proxy.addr, "/api/v1/remote/gen/a");
     assert_eq!(code, 200);
     let (code, _) = common::raw_get(proxy.addr, "/api/v1/remote/gen/b.json");
@@ -338,6 +341,7 @@ fn http_flush_endpoint_reports_counts() {
         .unwrap();
     let body: serde_json::Value = rt.block_on(async {
         c.post(proxy.url("/api/v1/cache/flush?remote=gen&type=index"))
+            .bearer_auth("ops-secret-0123456789")
             .send()
             .await
             .unwrap()
@@ -350,6 +354,7 @@ fn http_flush_endpoint_reports_counts() {
     assert_eq!(body["type"], "index");
     let status = rt.block_on(async {
         c.post(proxy.url("/api/v1/cache/flush?remote=nope"))
+            .bearer_auth("ops-secret-0123456789")
             .send()
             .await
             .unwrap()

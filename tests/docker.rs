@@ -590,7 +590,7 @@ async fn retagged_manifest_is_served_until_index_ttl_then_revalidated_with_head(
     if !tools(&["docker-registry", "skopeo", "umoci"]) {
         return;
     }
-    let ttl = Duration::from_secs(2);
+    let ttl = Duration::from_secs(3);
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = Registry::start(&tmp.path().join("reg"), Auth::None);
     let layout = Layout::init(&tmp.path().join("oci"));

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::CommandError;
+use crate::auth::Policy;
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::config;
 use crate::metrics::Metrics;
@@ -15,6 +16,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
     let listen = args.listen.unwrap_or(config.server.listen);
     let grace = config.server.shutdown_grace.0;
     let metrics = Arc::new(Metrics::new());
+    let auth = Arc::new(Policy::from_config(&config.auth));
     let engine = Arc::new(Engine::open(config, metrics.clone()).await?);
     let swept = engine.sweep_temp_files().await?;
     if swept > 0 {
@@ -24,7 +26,11 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
         );
     }
     tokio::spawn(count_cache(engine.clone()));
-    let state = AppState { engine, metrics };
+    let state = AppState {
+        engine,
+        metrics,
+        auth,
+    };
     server::run(state, listen, grace, |addr| {
         tracing::info!(version = crate::VERSION, "listening on http://{addr}");
     })

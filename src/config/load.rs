@@ -161,11 +161,14 @@ fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
     }
     let mut out = Vec::new();
     let mut remotes = std::collections::BTreeMap::new();
+    let mut auth = super::AuthConfig::default();
     for (key, start, end) in top {
         if key != "remotes" {
             let snippet = lines[start..end].join("\n");
-            if let Err(e) = serde_yaml::from_str::<Config>(&snippet) {
-                out.push(shift(yaml_diagnostic(&e, &snippet), start));
+            match serde_yaml::from_str::<Config>(&snippet) {
+                Ok(c) if key == "auth" => auth = c.auth,
+                Ok(_) => {}
+                Err(e) => out.push(shift(yaml_diagnostic(&e, &snippet), start)),
             }
             continue;
         }
@@ -189,6 +192,7 @@ fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
         storage: Default::default(),
         metadata: Default::default(),
         remotes,
+        auth,
     };
     out.extend(check(&partial, text));
     Some(out)
@@ -292,6 +296,16 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
                 );
             }
         }
+        if repo.allow_overwrite && repo.kind != RepoKind::Local {
+            at(
+                &["remotes", n, "allow_overwrite"],
+                format!(
+                    "allow_overwrite is only valid for local repositories ('{n}' is {})",
+                    repo.kind.as_str()
+                ),
+                None,
+            );
+        }
         match repo.kind {
             RepoKind::Remote => {
                 if repo.base_url.is_none() {
@@ -317,8 +331,33 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
                         None,
                     );
                 }
+                if !repo.members.is_empty() {
+                    at(
+                        &["remotes", n, "members"],
+                        format!("members is only valid for virtual repositories ('{n}' is local)"),
+                        None,
+                    );
+                }
             }
             RepoKind::Virtual => {
+                if repo.base_url.is_some() {
+                    at(
+                        &["remotes", n, "base_url"],
+                        format!(
+                            "virtual repository '{n}' is served by its members; remove base_url"
+                        ),
+                        None,
+                    );
+                }
+                for (i, m) in repo.members.iter().enumerate() {
+                    if repo.members[..i].contains(m) {
+                        at(
+                            &["remotes", n, "members"],
+                            format!("virtual repository '{n}' lists member '{m}' twice"),
+                            None,
+                        );
+                    }
+                }
                 if repo.members.is_empty() {
                     at(
                         &["remotes", n],
@@ -355,6 +394,7 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
             }
         }
     }
+    out.extend(super::auth::check(config, text));
     out
 }
 
@@ -476,6 +516,31 @@ mod tests {
             msgs.iter().any(|m| m.contains("unknown member 'nope'")),
             "{msgs:?}"
         );
+    }
+
+    #[test]
+    fn virtual_and_local_field_rules() {
+        let text = "remotes:\n  l:\n    type: local\n    package: generic\n    members: [v]\n  v:\n    type: virtual\n    package: generic\n    base_url: http://h\n    members: [l, l, v]\n  d:\n    type: remote\n    package: docker\n    base_url: http://h\n  w:\n    type: virtual\n    package: generic\n    members: [d]\n";
+        let d = load_str(text).unwrap_err();
+        let found: Vec<(usize, &str)> = d.iter().map(|d| (d.line, d.message.as_str())).collect();
+        for (line, needle) in [
+            (
+                5,
+                "members is only valid for virtual repositories ('l' is local)",
+            ),
+            (9, "remove base_url"),
+            (10, "lists member 'l' twice"),
+            (10, "form a cycle"),
+            (
+                18,
+                "member 'd' has package docker, but 'w' has package generic",
+            ),
+        ] {
+            assert!(
+                found.iter().any(|(l, m)| *l == line && m.contains(needle)),
+                "{needle}: {found:?}"
+            );
+        }
     }
 
     #[test]

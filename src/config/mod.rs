@@ -1,6 +1,7 @@
 //! The `remotes.yaml` configuration: its types (strict, every field documented), loading with
 //! `${VAR}` expansion, and validation that reports `file:line:col` for every problem.
 
+mod auth;
 mod load;
 mod values;
 
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use auth::{AuthConfig, Role, TokenConfig, TokenName};
 pub use load::{ConfigError, Diagnostic, Severity, load_file, load_str, validate_str};
 pub use values::{BaseUrl, EnvString, Pattern, RepoName, Seconds, Secret, expand_env};
 
@@ -29,6 +31,9 @@ pub struct Config {
     /// Repositories by name. The name is the first path segment after `/api/v1/remote/`.
     #[serde(default)]
     pub remotes: BTreeMap<RepoName, RepoConfig>,
+    /// API tokens and what anonymous clients may do.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// `server:` section.
@@ -203,6 +208,9 @@ pub struct RepoConfig {
     /// Member repositories of a `virtual` repository, in the order they are asked.
     #[serde(default)]
     pub members: Vec<RepoName>,
+    /// `local` repositories: whether an upload may replace an existing file (otherwise 409).
+    #[serde(default)]
+    pub allow_overwrite: bool,
     /// Free text for people reading the file.
     #[serde(default)]
     pub description: Option<String>,

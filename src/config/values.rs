@@ -21,6 +21,11 @@ pub fn with_lenient_env<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
     (out, unset)
 }
 
+/// True inside [`with_lenient_env`], where unset variables expand to "".
+pub(crate) fn lenient_env() -> bool {
+    LENIENT_UNSET.with(|l| l.borrow().is_some())
+}
+
 /// Expands `${VAR}` (and `${VAR:-default}`) from the environment. `$$` stands for a literal `$`.
 pub fn expand_env(input: &str) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());

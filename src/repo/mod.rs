@@ -5,8 +5,10 @@
 pub mod docker;
 pub mod fill;
 pub mod flush;
+pub mod local;
 pub mod path;
 pub mod remote;
+pub mod virtual_repo;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::storage::{ByteStream, Storage};
 
 pub use fill::Inflight;
+pub use local::LocalRepo;
 pub use path::RepoPath;
 pub use remote::RemoteRepo;
 
@@ -75,6 +78,8 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub cache: Arc<Cache>,
     remotes: BTreeMap<String, Arc<RemoteRepo>>,
+    locals: BTreeMap<String, Arc<LocalRepo>>,
+    virtuals: virtual_repo::Virtuals,
 }
 
 impl Engine {
@@ -89,16 +94,22 @@ impl Engine {
             metrics,
         });
         let mut remotes = BTreeMap::new();
+        let mut locals = BTreeMap::new();
         for (name, repo) in &config.remotes {
             if repo.kind == RepoKind::Remote {
                 let r = RemoteRepo::new(name.as_str(), repo.clone(), cache.clone())?;
                 remotes.insert(name.as_str().to_string(), Arc::new(r));
+            } else if repo.kind == RepoKind::Local {
+                let r = LocalRepo::new(name.as_str(), repo.clone(), cache.clone());
+                locals.insert(name.as_str().to_string(), Arc::new(r));
             }
         }
         Ok(Engine {
             config: Arc::new(config),
             cache,
             remotes,
+            locals,
+            virtuals: virtual_repo::Virtuals::default(),
         })
     }
 

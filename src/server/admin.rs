@@ -1,10 +1,13 @@
-//! Administrative endpoints: `POST /api/v1/cache/flush?remote=NAME&type=all|index|files`.
+//! Administrative endpoints: `POST /api/v1/cache/flush?remote=NAME&type=all|index|files`,
+//! which needs the `admin` role on that repository (on `*` without `remote`).
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
+use crate::auth::Role;
 use crate::repo::flush::FlushScope;
 
 #[derive(Deserialize)]
@@ -14,7 +17,19 @@ pub struct FlushQuery {
     scope: Option<String>,
 }
 
-pub async fn flush(State(state): State<AppState>, Query(q): Query<FlushQuery>) -> Response {
+pub async fn flush(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FlushQuery>,
+) -> Response {
+    if let Err(e) = caller.require(&state.auth, q.remote.as_deref(), Role::Admin) {
+        return ApiError {
+            error: e,
+            remote: q.remote,
+            path: None,
+        }
+        .into_response();
+    }
     let scope = match q.scope.as_deref().unwrap_or("all").parse::<FlushScope>() {
         Ok(s) => s,
         Err(e) => return ApiError::new(e).into_response(),

@@ -8,8 +8,11 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::RegistryError;
 use super::respond::{parse_range, served};
+use crate::auth::Role;
+use crate::config::{PackageKind, RepoKind};
 use crate::error::Error;
 use crate::package::docker::{Tag, parse_v2_path};
 use crate::repo::docker::TagPage;
@@ -17,8 +20,16 @@ use crate::repo::docker::TagPage;
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
-/// `GET /v2/`: the API version check clients make first.
-pub async fn ping() -> Response {
+/// `GET /v2/`: the API version check clients make first. With anonymous reads disabled it
+/// answers 401 to clients without credentials, so that they log in.
+pub async fn ping(State(state): State<AppState>, caller: Caller) -> Response {
+    if let Err(error) = state.auth.require_identity(caller.0.as_deref()) {
+        return RegistryError {
+            error,
+            unknown_code: "NAME_UNKNOWN",
+        }
+        .into_response();
+    }
     let mut resp = axum::Json(serde_json::json!({})).into_response();
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
@@ -35,6 +46,7 @@ struct V2Query {
 
 pub async fn v2(
     State(state): State<AppState>,
+    caller: Caller,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -59,10 +71,26 @@ pub async fn v2(
         Err(e) => return fail(e, "NAME_UNKNOWN"),
     };
     let unknown = v2.endpoint.unknown_code();
+    if let Err(e) = state.auth.require_identity(caller.0.as_deref()) {
+        return fail(e, unknown);
+    }
+    let is_virtual = state
+        .engine
+        .config
+        .remotes
+        .get(v2.segments[0].as_str())
+        .is_some_and(|c| c.kind == RepoKind::Virtual && c.package == PackageKind::Docker);
+    if is_virtual {
+        return super::virtual_repo::v2(&state, &caller, &method, &v2, tag_page(&query), &headers)
+            .await;
+    }
     let (repo, name) = match state.engine.docker_target(&v2, query.ns.as_deref()) {
         Ok(t) => t,
         Err(e) => return fail(e, "NAME_UNKNOWN"),
     };
+    if let Err(e) = caller.require(&state.auth, Some(repo.name()), Role::Read) {
+        return fail(e, unknown);
+    }
     let page = match tag_page(&query) {
         Ok(p) => p,
         Err(e) => return fail(e, unknown),

@@ -54,6 +54,11 @@ impl ApiError {
             Error::InvalidReference { .. } => (StatusCode::BAD_REQUEST, "bad_reference"),
             Error::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "unsupported"),
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::AccessDenied(_) => (StatusCode::FORBIDDEN, "access_denied"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::ChecksumMismatch { .. } => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
+            Error::MembersFailed(_) => (StatusCode::BAD_GATEWAY, "members_failed"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::UpstreamStatus(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Error::Integrity(_) => (StatusCode::BAD_GATEWAY, "upstream_integrity"),
@@ -109,11 +114,27 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            Error::Unauthenticated(_) => {
+                let h = resp.headers_mut();
+                h.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(BASIC_CHALLENGE),
+                );
+                h.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(BEARER_CHALLENGE),
+                );
+            }
             _ => {}
         }
         resp
     }
 }
+
+/// Challenges sent with a 401: Basic (so `curl -u` and registry clients send `name:token`) and
+/// Bearer (an API token as is).
+const BASIC_CHALLENGE: &str = "Basic realm=\"artifactapi\", charset=\"UTF-8\"";
+const BEARER_CHALLENGE: &str = "Bearer realm=\"artifactapi\"";
 
 /// A core error on a `/v2/` endpoint, rendered in the registry format
 /// `{"errors":[{"code","message","detail"}]}` with the distribution spec's codes.
@@ -133,7 +154,8 @@ impl RegistryError {
             Error::InvalidReference { code, .. } => (StatusCode::BAD_REQUEST, code),
             Error::BadPath(_) | Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             Error::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-            Error::Forbidden => (StatusCode::FORBIDDEN, "DENIED"),
+            Error::Forbidden | Error::AccessDenied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Error::NotFound => (StatusCode::NOT_FOUND, self.unknown_code),
             Error::UpstreamStatus(429) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             Error::RangeNotSatisfiable { .. } => {
@@ -184,6 +206,14 @@ impl IntoResponse for RegistryError {
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
+        if matches!(self.error, Error::Unauthenticated(_)) {
+            // Registry clients answer a Bearer challenge by asking its realm for a token, so
+            // only Basic is offered here.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(BASIC_CHALLENGE),
+            );
+        }
         resp
     }
 }

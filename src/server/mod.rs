@@ -2,17 +2,20 @@
 //! they parse the request, call the engine, and turn its answer into a response.
 
 mod admin;
+pub mod auth;
 mod docker;
 mod error;
+mod local;
 mod remote;
 mod respond;
+mod virtual_repo;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -28,6 +31,8 @@ pub use error::ApiError;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
+    /// Who may do what (`auth:`).
+    pub auth: Arc<crate::auth::Policy>,
 }
 
 /// The whole route table.
@@ -36,6 +41,15 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/remote/{*rest}", get(remote::get_remote))
+        .route(
+            "/api/v1/local/{*rest}",
+            get(local::read)
+                .put(local::put)
+                .delete(local::delete)
+                // Uploads stream to storage whatever their size.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/virtual/{*rest}", get(virtual_repo::read))
         .route("/api/v1/cache/flush", post(admin::flush))
         .route("/v2", get(docker::ping))
         .route("/v2/", get(docker::ping))

@@ -5,8 +5,10 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
+use super::auth::Caller;
 use super::respond::{parse_range, served};
 use super::{ApiError, AppState};
+use crate::auth::Role;
 use crate::config::PackageKind;
 use crate::error::Error;
 use crate::repo::RepoPath;
@@ -15,6 +17,7 @@ const PREFIX: &str = "/api/v1/remote/";
 
 pub async fn get_remote(
     State(state): State<AppState>,
+    caller: Caller,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -25,6 +28,9 @@ pub async fn get_remote(
     let name = percent_decode_str(raw_name)
         .decode_utf8_lossy()
         .into_owned();
+    if let Err(e) = caller.require(&state.auth, Some(&name), Role::Read) {
+        return ApiError::at(e, &name, Some(raw_path)).into_response();
+    }
     let metrics = &state.metrics;
     let repo = match state.engine.remote(&name) {
         Ok(r) => r.clone(),

@@ -1,0 +1,369 @@
+//! Local repositories: files uploaded through the API and kept under `{repo}/{path}` in
+//! storage, each with a record (size, sha256, content type, upload time). An upload streams
+//! into a temp object that becomes visible only when the whole body is in and its checksum
+//! holds. Local content never expires, and flush never touches it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Cache, CacheStatus, Engine, RepoPath, Served};
+use crate::config::{PackageKind, RepoConfig, RepoKind};
+use crate::error::{Error, Result};
+use crate::meta::ObjectMeta;
+use crate::package::{CacheClass, classify};
+use crate::storage::ByteRange;
+
+/// Bytes gathered from the client before a write to storage.
+const WRITE_BATCH: usize = 256 * 1024;
+
+pub struct LocalRepo {
+    name: String,
+    config: RepoConfig,
+    cache: Arc<Cache>,
+    /// Keys with an upload in progress in this process: a second upload of the same path is
+    /// refused rather than raced.
+    uploading: Mutex<HashSet<String>>,
+}
+
+/// The result of an upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uploaded {
+    /// False when an existing file was replaced (`allow_overwrite`).
+    pub created: bool,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListEntry {
+    pub name: String,
+    /// `file` or `directory`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_at_ms: Option<u64>,
+}
+
+impl Engine {
+    /// The local repository `name`: unknown names and other repository types are errors.
+    pub fn local(&self, name: &str) -> Result<&Arc<LocalRepo>> {
+        if let Some(r) = self.locals.get(name) {
+            return Ok(r);
+        }
+        Err(self.not_of_kind(name, RepoKind::Local))
+    }
+
+    /// The error for `name` when it is not a repository of `kind`.
+    pub(crate) fn not_of_kind(&self, name: &str, kind: RepoKind) -> Error {
+        match self.config.remotes.get(name) {
+            None => Error::UnknownRepository(name.to_string()),
+            Some(repo) => Error::WrongRepositoryType {
+                name: name.to_string(),
+                actual: repo.kind.as_str(),
+                expected: kind.as_str(),
+            },
+        }
+    }
+}
+
+/// Removes its key from the in-progress set when the upload ends, however it ends.
+struct UploadSlot<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("upload lock").remove(&self.key);
+    }
+}
+
+impl LocalRepo {
+    pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> LocalRepo {
+        LocalRepo {
+            name: name.to_string(),
+            config,
+            cache,
+            uploading: Mutex::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn package(&self) -> PackageKind {
+        self.config.package
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    fn key(&self, path: &RepoPath) -> String {
+        format!("{}/{}", self.name, path)
+    }
+
+    /// include_patterns, as for remotes: index files are exempt.
+    pub fn check_allowed(&self, path: &RepoPath) -> Result<()> {
+        let patterns = &self.config.include_patterns;
+        if patterns.is_empty()
+            || classify(
+                self.config.package,
+                path.as_str(),
+                &self.config.index_patterns,
+            ) == CacheClass::Index
+            || patterns.iter().any(|p| p.is_match(path.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    /// Stores `body` at `path`. With `expected_sha256` (lower-case hex) the body must hash to
+    /// it. Nothing is visible until the whole body is in and checked; on any failure nothing
+    /// is kept.
+    pub async fn put<S>(
+        &self,
+        path: &RepoPath,
+        body: S,
+        expected_sha256: Option<&str>,
+        content_type: Option<String>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send,
+    {
+        self.check_allowed(path)?;
+        let key = self.key(path);
+        let _slot = self.claim(&key)?;
+        let storage = &self.cache.storage;
+        let previous = storage.head(&key).await?;
+        if previous.is_some() && !self.config.allow_overwrite {
+            return Err(Error::Conflict(format!(
+                "{path} already exists and repository '{}' does not allow overwrites",
+                self.name
+            )));
+        }
+        self.check_no_clash(path).await?;
+
+        let mut writer = storage.writer(&key).await?;
+        let mut hasher = Sha256::new();
+        let mut total: u64 = 0;
+        let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| Error::BadRequest(format!("the upload body ended early: {e}")))?;
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= WRITE_BATCH {
+                writer.write(batch.split().freeze()).await?;
+            }
+        }
+        if !batch.is_empty() {
+            writer.write(batch.split().freeze()).await?;
+        }
+        let sha256 = hex::encode(hasher.finalize());
+        if let Some(want) = expected_sha256
+            && want != sha256
+        {
+            return Err(Error::ChecksumMismatch {
+                expected: want.to_string(),
+                actual: sha256,
+            });
+        }
+        writer.commit().await?;
+        let meta = ObjectMeta {
+            size: total,
+            sha256: sha256.clone(),
+            etag: None,
+            last_modified: None,
+            content_type,
+            fetched_at_ms: crate::now_ms(),
+            class: CacheClass::File,
+            expires_at_ms: None,
+        };
+        self.cache.meta.put(&key, &meta).await?;
+        let m = &self.cache.metrics;
+        match previous {
+            Some(old) => m.cache_bytes.add(total as i64 - old as i64),
+            None => {
+                m.cache_objects.inc();
+                m.cache_bytes.add(total as i64);
+            }
+        }
+        Ok(Uploaded {
+            created: previous.is_none(),
+            size: total,
+            sha256,
+        })
+    }
+
+    fn claim(&self, key: &str) -> Result<UploadSlot<'_>> {
+        let mut set = self.uploading.lock().expect("upload lock");
+        if !set.insert(key.to_string()) {
+            return Err(Error::Conflict(
+                "an upload of this path is already in progress".into(),
+            ));
+        }
+        Ok(UploadSlot {
+            set: &self.uploading,
+            key: key.to_string(),
+        })
+    }
+
+    /// A file cannot also be a directory: `a/b` cannot be stored under a file `a`, nor `a`
+    /// over a directory `a/`.
+    async fn check_no_clash(&self, path: &RepoPath) -> Result<()> {
+        let storage = &self.cache.storage;
+        let segments: Vec<&str> = path.segments().collect();
+        for i in 1..segments.len() {
+            let parent = segments[..i].join("/");
+            if storage
+                .head(&format!("{}/{parent}", self.name))
+                .await?
+                .is_some()
+            {
+                return Err(Error::Conflict(format!(
+                    "{parent} is a file, not a directory"
+                )));
+            }
+        }
+        if !storage
+            .list(&format!("{}/", self.key(path)))
+            .await?
+            .is_empty()
+        {
+            return Err(Error::Conflict(format!("{path} is a directory")));
+        }
+        Ok(())
+    }
+
+    /// GET of a stored file, with an optional range.
+    pub async fn get(&self, path: &RepoPath, range: Option<ByteRange>) -> Result<Served> {
+        self.check_allowed(path)?;
+        let key = self.key(path);
+        let Some(read) = self.cache.storage.get(&key, range).await? else {
+            return Err(Error::NotFound);
+        };
+        let meta = self.cache.meta.get(&key).await?;
+        let content_length = match read.range {
+            Some((a, b)) => b - a + 1,
+            None => read.size,
+        };
+        let mut served = served_from(meta.as_ref(), content_length);
+        served.range = read.range.map(|(a, b)| (a, b, read.size));
+        served.body = Some(read.body);
+        Ok(served)
+    }
+
+    /// HEAD of a stored file.
+    pub async fn head(&self, path: &RepoPath) -> Result<Served> {
+        self.check_allowed(path)?;
+        let key = self.key(path);
+        let Some(size) = self.cache.storage.head(&key).await? else {
+            return Err(Error::NotFound);
+        };
+        let meta = self.cache.meta.get(&key).await?;
+        Ok(served_from(meta.as_ref(), size))
+    }
+
+    /// Removes a file and its record.
+    pub async fn delete(&self, path: &RepoPath) -> Result<()> {
+        let key = self.key(path);
+        let size = self.cache.storage.head(&key).await?;
+        // Object first: a record without its object is never served.
+        let existed = self.cache.storage.delete(&key).await?;
+        self.cache.meta.delete(&key).await?;
+        if !existed {
+            return Err(Error::NotFound);
+        }
+        let m = &self.cache.metrics;
+        m.cache_objects.dec();
+        m.cache_bytes.sub(size.unwrap_or(0) as i64);
+        Ok(())
+    }
+
+    /// The files and subdirectories directly inside `dir` (the root when `None`). A directory
+    /// that holds nothing does not exist.
+    pub async fn list(&self, dir: Option<&RepoPath>) -> Result<Vec<ListEntry>> {
+        let prefix = match dir {
+            Some(d) => format!("{}/", self.key(d)),
+            None => format!("{}/", self.name),
+        };
+        let objects = self.cache.storage.list(&prefix).await?;
+        if objects.is_empty() && dir.is_some() {
+            return Err(Error::NotFound);
+        }
+        let records: BTreeMap<String, ObjectMeta> = self
+            .cache
+            .meta
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|e| (e.key, e.meta))
+            .collect();
+        let mut entries: BTreeMap<String, ListEntry> = BTreeMap::new();
+        for obj in objects {
+            let Some(rel) = obj.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            match rel.split_once('/') {
+                Some((sub, _)) => {
+                    entries.entry(sub.to_string()).or_insert_with(|| ListEntry {
+                        name: sub.to_string(),
+                        kind: "directory",
+                        size: None,
+                        sha256: None,
+                        uploaded_at_ms: None,
+                    });
+                }
+                None => {
+                    let meta = records.get(&obj.key);
+                    entries.insert(
+                        rel.to_string(),
+                        ListEntry {
+                            name: rel.to_string(),
+                            kind: "file",
+                            size: Some(obj.size),
+                            sha256: meta.map(|m| m.sha256.clone()),
+                            uploaded_at_ms: meta.map(|m| m.fetched_at_ms),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(entries.into_values().collect())
+    }
+}
+
+/// Headers of a stored file: its sha256 as ETag and digest, its upload time as Last-Modified.
+fn served_from(meta: Option<&ObjectMeta>, content_length: u64) -> Served {
+    let last_modified = meta.map(|m| {
+        httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.fetched_at_ms),
+        )
+    });
+    Served {
+        cache: CacheStatus::Hit,
+        content_length: Some(content_length),
+        range: None,
+        content_type: meta.and_then(|m| m.content_type.clone()),
+        etag: meta.map(|m| format!("\"{}\"", m.sha256)),
+        last_modified,
+        digest: meta.map(|m| format!("sha256:{}", m.sha256)),
+        body: None,
+    }
+}

@@ -1,0 +1,258 @@
+//! Virtual repositories: an ordered list of members (local, remote or other virtual
+//! repositories) served as one. A path is asked of each member in turn and the first that has
+//! it answers. A member's 404 or 403 moves on to the next; so does a failure, which is
+//! reported (502) only when every member failed. Index metadata is never merged: rpm and
+//! alpine virtual repositories are failover mirror sets. On `/v2/`, manifests resolve the same
+//! way, and blobs are asked first of the member that served the image's last manifest.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::docker::TagPage;
+use super::{Engine, RepoPath, Served};
+use crate::config::{RepoConfig, RepoKind};
+use crate::error::{Error, Result};
+use crate::package::docker::{Endpoint, ImageName};
+use crate::package::{CacheClass, classify};
+use crate::storage::ByteRange;
+
+/// Images whose manifest source is remembered, at most (the map is cleared beyond this).
+const MAX_REMEMBERED_IMAGES: usize = 10_000;
+
+/// What is asked of each member.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadOp {
+    Get(Option<ByteRange>),
+    Head,
+}
+
+/// An answer from one member.
+pub struct VirtualServed {
+    pub served: Served,
+    /// The (local or remote) repository that answered.
+    pub member: String,
+}
+
+/// State of the virtual repositories: which member served each image's last manifest.
+#[derive(Default)]
+pub struct Virtuals {
+    manifest_source: Mutex<HashMap<(String, String), String>>,
+}
+
+/// What each member said, for the final error.
+#[derive(Default)]
+struct Misses {
+    missing: usize,
+    failed: Vec<(String, Error)>,
+}
+
+impl Misses {
+    fn record(&mut self, virtual_name: &str, member: &str, error: Error) -> Result<()> {
+        match error {
+            Error::NotFound | Error::Forbidden => self.missing += 1,
+            // The member has it: a bad range is the answer.
+            e @ Error::RangeNotSatisfiable { .. } => return Err(e),
+            e => {
+                tracing::warn!(
+                    repository = virtual_name,
+                    member,
+                    error = %crate::error_chain(&e),
+                    "member failed; asking the next"
+                );
+                self.failed.push((member.to_string(), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// 404 when some member does not have the path, 502 naming them when every member failed.
+    fn into_error(self) -> Error {
+        if self.failed.is_empty() || self.missing > 0 {
+            return Error::NotFound;
+        }
+        let list: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(m, e)| format!("{m}: {}", public_message(e)))
+            .collect();
+        Error::MembersFailed(list.join("; "))
+    }
+}
+
+/// An error's message as a client may see it (backend details stay in the log).
+fn public_message(e: &Error) -> String {
+    match e {
+        Error::Storage { .. } | Error::Metadata { .. } => {
+            "the cache backend is unavailable".to_string()
+        }
+        e => e.to_string(),
+    }
+}
+
+impl Engine {
+    /// The configuration of virtual repository `name`.
+    pub fn virtual_config(&self, name: &str) -> Result<&RepoConfig> {
+        match self.config.remotes.get(name) {
+            Some(c) if c.kind == RepoKind::Virtual => Ok(c),
+            _ => Err(self.not_of_kind(name, RepoKind::Virtual)),
+        }
+    }
+
+    /// The local and remote repositories behind virtual `name`, in the order they are asked:
+    /// nested virtual repositories are expanded in place (when `allowed` lets them through),
+    /// and a repository reached twice is asked once.
+    fn members_of(&self, name: &str, allowed: &dyn Fn(&RepoConfig) -> bool) -> Vec<String> {
+        fn walk(
+            engine: &Engine,
+            name: &str,
+            allowed: &dyn Fn(&RepoConfig) -> bool,
+            depth: usize,
+            out: &mut Vec<String>,
+        ) {
+            let Some(cfg) = engine.config.remotes.get(name) else {
+                return;
+            };
+            // Cycles are refused when the config is loaded; the depth bound is a backstop.
+            if depth > 16 {
+                return;
+            }
+            for m in &cfg.members {
+                let Some(mc) = engine.config.remotes.get(m.as_str()) else {
+                    continue;
+                };
+                match mc.kind {
+                    RepoKind::Virtual if allowed(mc) => {
+                        walk(engine, m.as_str(), allowed, depth + 1, out)
+                    }
+                    RepoKind::Virtual => {}
+                    _ if out.iter().any(|o| o == m.as_str()) => {}
+                    _ => out.push(m.as_str().to_string()),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, name, allowed, 0, &mut out);
+        out
+    }
+
+    /// GET or HEAD of `path` in virtual repository `name`.
+    pub async fn virtual_read(
+        &self,
+        name: &str,
+        path: &RepoPath,
+        op: ReadOp,
+    ) -> Result<VirtualServed> {
+        let cfg = self.virtual_config(name)?;
+        if !path_allowed(cfg, path) {
+            return Err(Error::Forbidden);
+        }
+        let mut misses = Misses::default();
+        for member in self.members_of(name, &|c| path_allowed(c, path)) {
+            let result = if let Ok(local) = self.local(&member) {
+                match op {
+                    ReadOp::Get(range) => local.get(path, range).await,
+                    ReadOp::Head => local.head(path).await,
+                }
+            } else {
+                let remote = self.remote(&member)?.clone();
+                match op {
+                    ReadOp::Get(range) => remote.get(path, range).await,
+                    ReadOp::Head => remote.head(path).await,
+                }
+            };
+            match result {
+                Ok(served) => return Ok(VirtualServed { served, member }),
+                Err(e) => misses.record(name, &member, e)?,
+            }
+        }
+        Err(misses.into_error())
+    }
+
+    /// A registry request (`/v2/{name}/{image}/...`) to docker virtual repository `name`.
+    /// `image` is the name as sent; each remote member adds `library/` for Docker Hub itself.
+    pub async fn docker_virtual_read(
+        &self,
+        name: &str,
+        image: &[String],
+        endpoint: &Endpoint,
+        page: &TagPage,
+        op: ReadOp,
+    ) -> Result<VirtualServed> {
+        let cfg = self.virtual_config(name)?;
+        let segments: Vec<&str> = image.iter().map(String::as_str).collect();
+        let requested = ImageName::from_segments(&segments)?;
+        if !image_allowed(cfg, &requested, endpoint) {
+            return Err(Error::Forbidden);
+        }
+        let mut members = self.members_of(name, &|c| image_allowed(c, &requested, endpoint));
+        let memory_key = (name.to_string(), requested.to_string());
+        if matches!(endpoint, Endpoint::Blob(_)) {
+            let source = self
+                .virtuals
+                .manifest_source
+                .lock()
+                .expect("virtuals lock")
+                .get(&memory_key)
+                .cloned();
+            if let Some(pos) = source.and_then(|s| members.iter().position(|m| *m == s)) {
+                let first = members.remove(pos);
+                members.insert(0, first);
+            }
+        }
+        let mut misses = Misses::default();
+        for member in members {
+            // Pushing into local docker repositories is not supported: they hold no images.
+            let Ok(remote) = self.remote(&member) else {
+                misses.missing += 1;
+                continue;
+            };
+            let remote = remote.clone();
+            let mut image = requested.clone();
+            if remote.is_docker_hub() {
+                image = image.with_library_prefix();
+            }
+            let result = match remote.docker_fetch(&image, endpoint, page) {
+                Ok(fetch) => match op {
+                    ReadOp::Get(range) => remote.get_fetch(fetch, range).await,
+                    ReadOp::Head => remote.head_fetch(&fetch).await,
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(served) => {
+                    if matches!(endpoint, Endpoint::Manifest(_)) {
+                        let mut map = self.virtuals.manifest_source.lock().expect("virtuals lock");
+                        if map.len() >= MAX_REMEMBERED_IMAGES {
+                            map.clear();
+                        }
+                        map.insert(memory_key, member.clone());
+                    }
+                    return Ok(VirtualServed { served, member });
+                }
+                Err(e) => misses.record(name, &member, e)?,
+            }
+        }
+        Err(misses.into_error())
+    }
+}
+
+/// include_patterns of a plain repository: a file must match its path; index files are exempt.
+fn path_allowed(cfg: &RepoConfig, path: &RepoPath) -> bool {
+    let patterns = &cfg.include_patterns;
+    patterns.is_empty()
+        || classify(cfg.package, path.as_str(), &cfg.index_patterns) == CacheClass::Index
+        || patterns.iter().any(|p| p.is_match(path.as_str()))
+}
+
+/// include_patterns on registries: the image (`library/nginx`) or the full path must match.
+fn image_allowed(cfg: &RepoConfig, name: &ImageName, endpoint: &Endpoint) -> bool {
+    let patterns = &cfg.include_patterns;
+    if patterns.is_empty() {
+        return true;
+    }
+    let image = name.image();
+    let full = format!("{name}/{}", endpoint.tail());
+    patterns
+        .iter()
+        .any(|p| p.is_match(&image) || p.is_match(&full))
+}

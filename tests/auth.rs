@@ -1,0 +1,380 @@
+//! End-to-end tests of API tokens and roles: the built binary with an `auth:` section, asked
+//! by reqwest and curl, and a bare TCP upstream that records exactly what the proxy sends it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::{Proxy, TestUpstream, client, have_tool};
+
+const READER: &str = "reader-secret-0123456789";
+const WRITER: &str = "writer-secret-0123456789";
+const CI: &str = "ci-secret-0123456789";
+const OPS: &str = "ops-secret-0123456789";
+
+fn auth(anonymous_read: bool) -> String {
+    format!(
+        "auth:\n  anonymous_read: {anonymous_read}\n  tokens:\n    - name: reader\n      secret: {READER}\n      roles:\n        \"*\": [read]\n    - name: writer\n      secret: {WRITER}\n      roles:\n        \"*\": [write]\n    - name: ci\n      secret: {CI}\n      roles:\n        uploads: [read, write]\n        \"*\": [read]\n    - name: ops\n      secret: {OPS}\n      roles:\n        \"*\": [admin]\n"
+    )
+}
+
+fn repos(up: &TestUpstream) -> String {
+    format!(
+        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n  uploads:\n    type: local\n    package: generic\n  other:\n    type: local\n    package: generic\n  both:\n    type: virtual\n    package: generic\n    members: [uploads, gen]\n  hub:\n    type: remote\n    package: docker\n    base_url: {}\n",
+        up.url(),
+        up.url()
+    )
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn status_and_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let code = v["error"]
+        .as_str()
+        .or(v["errors"][0]["code"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    (status, code)
+}
+
+#[tokio::test]
+async fn anonymous_reads_follow_the_config() {
+    let up = TestUpstream::start();
+    up.put("files/a.txt", "hello");
+    let c = client();
+
+    let open = Proxy::start_with(&repos(&up), &auth(true));
+    let r = c.get(open.remote("gen", "a.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(open.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Wrong credentials are refused even where anonymous reads are allowed.
+    let r = c
+        .get(open.remote("gen", "a.txt"))
+        .bearer_auth("wrong-secret-xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (401, "unauthorized".into()));
+
+    let closed = Proxy::start_with(&repos(&up), &auth(false));
+    for path in [
+        "/api/v1/remote/gen/a.txt",
+        "/api/v1/local/uploads/a.txt",
+        "/api/v1/local/uploads/",
+        "/api/v1/virtual/both/a.txt",
+        "/api/v1/remote/no-such-repo/a.txt",
+    ] {
+        let r = c.get(closed.url(path)).send().await.unwrap();
+        let challenge = header(&r, "www-authenticate");
+        assert!(
+            challenge.contains("Basic realm=") && challenge.contains("Bearer realm="),
+            "{path}: {challenge}"
+        );
+        assert_eq!(
+            status_and_code(r).await,
+            (401, "unauthorized".into()),
+            "{path}"
+        );
+    }
+    // Registry clients get the registry error format and a Basic challenge.
+    for path in ["/v2/", "/v2/hub/library/x/manifests/latest"] {
+        let r = c.get(closed.url(path)).send().await.unwrap();
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            "Basic realm=\"artifactapi\", charset=\"UTF-8\""
+        );
+        assert_eq!(
+            status_and_code(r).await,
+            (401, "UNAUTHORIZED".into()),
+            "{path}"
+        );
+    }
+    let r = c
+        .get(closed.url("/v2/"))
+        .basic_auth("reader", Some(READER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(closed.remote("gen", "a.txt"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), "hello");
+    let r = c
+        .get(closed.url("/api/v1/virtual/both/a.txt"))
+        .basic_auth("reader", Some(READER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Basic needs the token's own name.
+    let r = c
+        .get(closed.remote("gen", "a.txt"))
+        .basic_auth("ops", Some(READER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Health and metrics stay open.
+    assert_eq!(
+        c.get(closed.url("/health")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn uploads_need_write_and_flush_needs_admin() {
+    let up = TestUpstream::start();
+    let proxy = Proxy::start_with(&repos(&up), &auth(true));
+    let c = client();
+    let url = proxy.url("/api/v1/local/uploads/dir/a.txt");
+
+    let r = c.put(&url).body("a").send().await.unwrap();
+    assert!(header(&r, "www-authenticate").contains("Basic realm="));
+    assert_eq!(status_and_code(r).await, (401, "unauthorized".into()));
+    let r = c
+        .put(&url)
+        .bearer_auth(READER)
+        .body("a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
+    let r = c
+        .put(&url)
+        .bearer_auth(WRITER)
+        .body("a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // A role on one repository only.
+    let r = c
+        .put(proxy.url("/api/v1/local/uploads/ci.txt"))
+        .bearer_auth(CI)
+        .body("ci")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .put(proxy.url("/api/v1/local/other/ci.txt"))
+        .bearer_auth(CI)
+        .body("ci")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
+
+    // curl -u name:token, as people type it.
+    if have_tool("curl") {
+        let file = proxy.dir.path().join("upload.txt");
+        std::fs::write(&file, "from curl").unwrap();
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--noproxy",
+                "*",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-u")
+            .arg(format!("writer:{WRITER}"))
+            .arg("-T")
+            .arg(&file)
+            .arg(proxy.url("/api/v1/local/uploads/curl.txt"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--noproxy",
+                "*",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-u")
+            .arg(format!("writer:{READER}"))
+            .arg("-T")
+            .arg(&file)
+            .arg(proxy.url("/api/v1/local/uploads/curl2.txt"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+        let r = c
+            .get(proxy.url("/api/v1/local/uploads/curl.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap(), "from curl");
+    }
+
+    let r = c.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.delete(&url).bearer_auth(READER).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c.delete(&url).bearer_auth(WRITER).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    let flush = proxy.url("/api/v1/cache/flush?remote=gen");
+    let r = c.post(&flush).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (401, "unauthorized".into()));
+    let r = c.post(&flush).bearer_auth(WRITER).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
+    let r = c.post(&flush).bearer_auth(OPS).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(proxy.url("/api/v1/cache/flush"))
+        .basic_auth("ops", Some(OPS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A one-shot upstream that records the request head it receives and answers 200 "ok".
+fn recording_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut head = String::new();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            out.lock().unwrap().push(head);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn credentials_stay_between_client_and_proxy() {
+    let (up, seen) = recording_upstream();
+    let proxy = Proxy::start_with(
+        &format!(
+            "  gen:\n    type: remote\n    package: generic\n    base_url: {up}\n  uploads:\n    type: local\n    package: generic\n"
+        ),
+        &auth(false),
+    );
+    let c = client();
+    let r = c
+        .get(proxy.remote("gen", "x.bin"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(proxy.remote("gen", "y.bin"))
+        .basic_auth("reader", Some(READER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for h in &heads {
+        assert!(!h.to_ascii_lowercase().contains("authorization"), "{h}");
+        assert!(!h.contains(READER), "{h}");
+    }
+    // Refused and accepted credentials alike stay out of the log.
+    let _ = c
+        .get(proxy.remote("gen", "z.bin"))
+        .bearer_auth("wrong-secret-xyz")
+        .send()
+        .await
+        .unwrap();
+    let _ = c
+        .put(proxy.url("/api/v1/local/none/x"))
+        .bearer_auth(WRITER)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let log = proxy.log.lock().unwrap().clone();
+    for secret in [READER, WRITER, CI, OPS, "wrong-secret-xyz"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn skopeo_logs_in_with_a_token_when_anonymous_reads_are_off() {
+    use common::registry::{Auth, Layout, Registry, pull, skopeo};
+    let mut ok = true;
+    for t in ["docker-registry", "skopeo", "umoci"] {
+        ok &= have_tool(t);
+    }
+    if !ok {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), Auth::None);
+    let layout = Layout::init(&tmp.path().join("oci"));
+    layout.add_image(
+        "t1",
+        "amd64",
+        &[vec![("etc/hello.txt".to_string(), b"hello\n".to_vec())]],
+    );
+    reg.push(&layout, "t1", "library/test:t1");
+    let up = TestUpstream::start();
+    let mut remotes = repos(&up);
+    remotes.push_str(&format!(
+        "  reg:\n    type: remote\n    package: docker\n    base_url: {}\n",
+        reg.url()
+    ));
+    let proxy = Proxy::start_with(&remotes, &auth(false));
+    let host = proxy.addr.to_string();
+    let out = tmp.path().join("anon");
+    let err = pull(&host, "reg/library/test:t1", &out, &[]).unwrap_err();
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+    let out = tmp.path().join("with-token");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = skopeo(tmp.path())
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("--src-creds=reader:{READER}"))
+        .arg(format!("docker://{host}/reg/library/test:t1"))
+        .arg(format!("dir:{}", out.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        reg.manifest("library/test:t1")
+    );
+}
