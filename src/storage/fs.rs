@@ -124,13 +124,29 @@ impl FsStorage {
         .map_err(Error::storage(ctx))
     }
 
+    /// Deletes an object, then the directories it leaves empty (so that a later object may
+    /// take a removed directory's name).
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let path = self.path_of(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(true),
+        let root = self.objects.clone();
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => {
+                let mut dir = path.parent();
+                while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
+                    // Fails, harmlessly, on a directory that is not empty.
+                    if std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                Ok(true)
+            }
             Err(e) if is_absent(&e) => Ok(false),
-            Err(e) => Err(Error::storage(format!("deleting {key}"))(e)),
-        }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(Error::storage(format!("deleting {key}")))
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>> {
@@ -374,7 +390,14 @@ impl FsWriter {
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             file.sync_all()?;
             drop(file);
-            std::fs::rename(&tmp, &dest)?;
+            if let Err(e) = std::fs::rename(&tmp, &dest) {
+                // A delete may have removed the (then empty) directory meanwhile.
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+                std::fs::create_dir_all(&dir)?;
+                std::fs::rename(&tmp, &dest)?;
+            }
             std::fs::File::open(&dir)?.sync_all()
         })
         .await
@@ -465,6 +488,25 @@ mod tests {
         std::fs::write(&live, b"x").unwrap();
         assert_eq!(s.sweep_temp_files().await.unwrap(), 1);
         assert!(live.exists());
+    }
+
+    #[tokio::test]
+    async fn delete_removes_emptied_directories_so_the_name_can_be_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::open(dir.path()).await.unwrap();
+        for key in ["r/a/b/c.txt", "r/a/keep.txt"] {
+            let mut w = s.writer(key).await.unwrap();
+            w.write(Bytes::from_static(b"x")).await.unwrap();
+            w.commit().await.unwrap();
+        }
+        assert!(s.delete("r/a/b/c.txt").await.unwrap());
+        assert!(!dir.path().join("objects/r/a/b").exists());
+        assert!(dir.path().join("objects/r/a/keep.txt").exists());
+        let mut w = s.writer("r/a/b").await.unwrap();
+        w.write(Bytes::from_static(b"now a file")).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(s.head("r/a/b").await.unwrap(), Some(10));
+        assert!(dir.path().join("objects").exists());
     }
 
     #[tokio::test]
