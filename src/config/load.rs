@@ -79,6 +79,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates config text.
 pub fn load_str(text: &str) -> Result<Config, Vec<Diagnostic>> {
     let source = if text.trim().is_empty() { "{}" } else { text };
+    // Deserialising into a map keeps the last of duplicate keys; a YAML value refuses them.
+    serde_yaml::from_str::<serde_yaml::Value>(source)
+        .map_err(|e| vec![yaml_diagnostic(&e, text)])?;
     let config: Config =
         serde_yaml::from_str(source).map_err(|e| vec![yaml_diagnostic(&e, text)])?;
     let problems = check(&config, text);
@@ -106,6 +109,12 @@ fn yaml_diagnostic(e: &serde_yaml::Error, text: &str) -> Diagnostic {
         && let Some(found) = find_from(text, line, &value)
     {
         (line, column) = found;
+        // A duplicate key is reported at its map; point at the second occurrence instead.
+        if message.contains("duplicate entry")
+            && let Some(second) = find_key_after(text, found, &value)
+        {
+            (line, column) = second;
+        }
     }
     let hint = if message.contains("unknown field") {
         Some("see SPEC.md for the fields each section accepts".to_string())
@@ -130,7 +139,12 @@ fn yaml_diagnostic(e: &serde_yaml::Error, text: &str) -> Diagnostic {
 pub fn validate_str(text: &str) -> Vec<Diagnostic> {
     let (mut out, unset) = super::values::with_lenient_env(|| match load_str(text) {
         Ok(_) => Vec::new(),
-        Err(whole) => validate_blocks(text).unwrap_or(whole),
+        // The block-wise checks may miss what only the whole file shows (an inline
+        // `remotes: [..]`); loading's own error then stands, so both always agree.
+        Err(whole) => match validate_blocks(text) {
+            Some(d) if d.iter().any(|d| d.severity == Severity::Error) => d,
+            _ => whole,
+        },
     });
     for name in unset {
         let needle = format!("${{{name}");
@@ -248,6 +262,23 @@ fn find_from(text: &str, line: usize, needle: &str) -> Option<(usize, usize)> {
         .enumerate()
         .skip(line.saturating_sub(1))
         .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
+}
+
+/// The next line after `first` holding the map key `key` at the same column.
+fn find_key_after(text: &str, first: (usize, usize), key: &str) -> Option<(usize, usize)> {
+    let (line, column) = first;
+    text.lines().enumerate().skip(line).find_map(|(i, l)| {
+        let rest = l.get(column - 1..)?;
+        let indent_ok = l[..column - 1].bytes().all(|b| b == b' ');
+        let is_key = [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ]
+        .iter()
+        .any(|k| rest.starts_with(k.as_str()));
+        (indent_ok && is_key).then_some((i + 1, column))
+    })
 }
 
 /// Checks that span several fields.
@@ -489,6 +520,28 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].line, 5, "{d:?}");
         assert!(d[0].message.contains("unknown field `bse_url`"), "{d:?}");
+    }
+
+    #[test]
+    fn duplicate_key_reported_at_the_second_one() {
+        let text = "remotes:\n  a:\n    type: remote\n    package: generic\n    base_url: http://x\n  a:\n    type: remote\n    package: rpm\n    base_url: http://y\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!((d[0].line, d[0].column), (6, 3), "{d:?}");
+        assert!(d[0].message.contains("duplicate entry"), "{d:?}");
+        let v = validate_str(text);
+        assert_eq!((v[0].line, v[0].column), (6, 3), "{v:?}");
+    }
+
+    #[test]
+    fn validation_fails_whenever_loading_fails() {
+        for text in ["remotes: [1]\n", "remotes: 5\n", "server: []\n"] {
+            assert!(load_str(text).is_err(), "{text:?}");
+            let v = validate_str(text);
+            assert!(
+                v.iter().any(|d| d.severity == Severity::Error),
+                "{text:?}: {v:?}"
+            );
+        }
     }
 
     #[test]

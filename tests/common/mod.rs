@@ -32,6 +32,10 @@ pub enum Mode {
     },
     /// Answers this status with a short body.
     Status(u16),
+    /// Like `Cut`, but without Content-Length (a chunked body that is never terminated).
+    CutUnsized {
+        after: usize,
+    },
 }
 
 #[derive(Clone)]
@@ -140,6 +144,11 @@ impl TestUpstream {
     /// All requests seen, by method and path.
     pub fn total_requests(&self) -> usize {
         self.state.counts.lock().unwrap().values().sum()
+    }
+
+    /// Every request seen, as `METHOD /path` with the path as sent (still percent-encoded).
+    pub fn requests(&self) -> Vec<String> {
+        self.state.counts.lock().unwrap().keys().cloned().collect()
     }
 
     /// How many requests for `path` carried If-None-Match or If-Modified-Since.
@@ -271,7 +280,7 @@ async fn handle(
                         .insert(p.clone(), Instant::now());
                 }))
             }
-            Mode::Cut { after } => Body::from_stream(async_stream(
+            Mode::Cut { after } | Mode::CutUnsized { after } => Body::from_stream(async_stream(
                 file.body.clone(),
                 64 * 1024,
                 Duration::from_millis(1),
@@ -283,7 +292,9 @@ async fn handle(
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_LENGTH, len.into());
+    if !matches!(file.mode, Mode::CutUnsized { .. }) {
+        h.insert(header::CONTENT_LENGTH, len.into());
+    }
     h.insert(header::CONTENT_TYPE, "application/x-test".parse().unwrap());
     h.insert(
         header::LAST_MODIFIED,
