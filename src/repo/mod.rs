@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod fill;
 pub mod flush;
+pub mod lease;
 pub mod path;
 pub mod remote;
 

@@ -12,6 +12,7 @@ use reqwest::{Method, Response};
 use sha2::{Digest, Sha256};
 
 use super::fill::{self, BodyHead, FillSender, FillState, Joined};
+use super::lease::Claim;
 use super::{Cache, CacheStatus, RepoPath, Served};
 use crate::config::{PackageKind, RepoConfig};
 use crate::error::{Error, Result};
@@ -175,7 +176,16 @@ impl RemoteRepo {
     ) -> Result<Served> {
         let key = fetch.key.clone();
         let now = crate::now_ms();
-        let cached = self.cache.meta.get(&key).await?;
+        let cached = match self.cache.meta.get(&key).await {
+            Ok(c) => c,
+            Err(e @ Error::Metadata { .. }) => {
+                if let Some(s) = self.serve_unrecorded(&fetch, range, false, &e).await? {
+                    return Ok(s);
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
         match &cached {
             Some(meta) if meta.is_fresh(now) => {
                 if let Some(s) = self
@@ -189,7 +199,7 @@ impl RemoteRepo {
             }
             Some(_) => {}
             None => {
-                if self.cache.meta.is_negative(&key).await? {
+                if self.cache.meta.is_negative(&key).await.unwrap_or(false) {
                     return Err(Error::NotFound);
                 }
             }
@@ -250,14 +260,23 @@ impl RemoteRepo {
     /// upstream HEAD otherwise.
     pub async fn head_fetch(&self, fetch: &Fetch) -> Result<Served> {
         let key = &fetch.key;
-        let cached = self.cache.meta.get(key).await?;
+        let cached = match self.cache.meta.get(key).await {
+            Ok(c) => c,
+            Err(e @ Error::Metadata { .. }) => {
+                if let Some(s) = self.serve_unrecorded(fetch, None, true, &e).await? {
+                    return Ok(s);
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(meta) = &cached
             && meta.is_fresh(crate::now_ms())
             && let Some(size) = self.cache.storage.head(key).await?
         {
             return Ok(served_from_meta(fetch, meta, size, CacheStatus::Hit));
         }
-        if cached.is_none() && self.cache.meta.is_negative(key).await? {
+        if cached.is_none() && self.cache.meta.is_negative(key).await.unwrap_or(false) {
             return Err(Error::NotFound);
         }
         let result = self.upstream_request(Method::HEAD, fetch, None).await;
@@ -371,6 +390,12 @@ impl RemoteRepo {
             tx.finish(FillState::Ready(CacheStatus::Hit));
             return;
         }
+        // Other replicas: one fetch per key across all of them.
+        let _lease = match super::lease::claim(&self.cache, key, stale.as_ref()).await {
+            Claim::Mine(guard) => guard,
+            Claim::FilledElsewhere => return tx.finish(FillState::Ready(CacheStatus::Miss)),
+            Claim::NotFound => return tx.finish(FillState::Failed(Error::NotFound)),
+        };
         // Registries: an expired tag is checked with a HEAD; the same digest renews it without
         // a download (and without using up a pull quota).
         if let (Some(meta), Some(_)) = (&stale, &fetch.manifest) {
@@ -562,7 +587,11 @@ impl RemoteRepo {
             class: fetch.class,
             expires_at_ms: self.expiry(fetch.class, now),
         };
-        self.cache.meta.put(key, &meta).await?;
+        if let Err(e) = self.cache.meta.put(key, &meta).await {
+            // The object is whole and stored: serve it; without a record it is served from
+            // storage while metadata is down, and fetched again once it is back.
+            tracing::warn!(key, error = %crate::error_chain(&e), "stored object has no record");
+        }
         let m = &self.cache.metrics;
         match previous {
             Some(p) => m.cache_bytes.add(total as i64 - p.size as i64),
@@ -635,6 +664,8 @@ impl RemoteRepo {
         self.cache.meta.put(alias, &alias_meta).await
     }
 }
+
+mod degraded;
 
 /// Largest manifest read into memory to find its media type (the distribution spec's limit).
 const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
