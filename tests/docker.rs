@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::registry::{Auth, LayerFile, Layout, Registry, blobs_of, digest_of, pull, skopeo};
-use common::{Mode, Proxy, TestUpstream, client, have_tool, sha256_hex, test_bytes, walk};
+use common::{Mode, Proxy, TestUpstream, client, have_tool, sha256_hex, test_bytes};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -231,17 +231,14 @@ async fn cold_pull_then_warm_pull_with_upstream_stopped() {
     }
 
     // The documented layout: blobs once per remote, tag manifests and their digest alias.
-    let objects = proxy.data_dir().join("objects/hub");
     for d in &blobs {
-        let stored = objects
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"));
-        assert!(std::fs::read(&stored).unwrap() == layout.blob(d), "{d}");
+        let key = format!("hub/blobs/sha256/{}", d.trim_start_matches("sha256:"));
+        assert!(proxy.stored(&key).await.unwrap() == layout.blob(d), "{d}");
     }
-    let by_tag = objects.join("images/library/test/_manifests/t1");
-    assert_eq!(std::fs::read(by_tag).unwrap(), upstream_manifest);
-    let by_digest = objects.join(format!("images/library/test/_manifests/{manifest_digest}"));
-    assert_eq!(std::fs::read(by_digest).unwrap(), upstream_manifest);
+    let by_tag = proxy.stored("hub/images/library/test/_manifests/t1").await;
+    assert_eq!(by_tag.unwrap(), upstream_manifest);
+    let by_digest = format!("hub/images/library/test/_manifests/{manifest_digest}");
+    assert_eq!(proxy.stored(&by_digest).await.unwrap(), upstream_manifest);
     assert!(proxy.temp_files().is_empty());
 }
 
@@ -405,12 +402,12 @@ async fn htpasswd_upstream_needs_the_configured_credentials() {
     }
     // Nothing was cached for the remotes without valid credentials.
     assert!(
-        !proxy
-            .data_dir()
-            .join("objects/anon/images/team/app/_manifests/t1")
-            .exists()
+        proxy
+            .stored("anon/images/team/app/_manifests/t1")
+            .await
+            .is_none()
     );
-    assert!(files_under(&proxy.data_dir().join("objects/wrong")).is_empty());
+    assert!(proxy.stored_keys("wrong/").await.is_empty());
 }
 
 #[tokio::test]
@@ -696,13 +693,6 @@ async fn retagged_manifest_is_served_until_index_ttl_then_revalidated_with_head(
     assert_eq!(r.bytes().await.unwrap(), layout.manifest("two"));
 }
 
-/// Files stored under `dir`, ignoring none.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    walk(dir, &mut |p| out.push(p.to_path_buf()));
-    out
-}
-
 #[tokio::test]
 async fn digest_mismatch_is_never_served_whole_nor_stored() {
     let up = TestUpstream::start();
@@ -772,7 +762,7 @@ async fn digest_mismatch_is_never_served_whole_nor_stored() {
             assert_eq!(up.count("GET", path), attempt, "{path}: nothing cached");
         }
     }
-    let stored = files_under(&proxy.data_dir().join("objects/fake"));
+    let stored = proxy.stored_keys("fake/").await;
     assert!(stored.is_empty(), "{stored:?}");
     assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
 }
@@ -1039,9 +1029,9 @@ async fn mirror_mode_routes_by_docker_hub_and_ns() {
     check_pulled_image(&out, &upstream_manifest, &layout);
     assert!(
         proxy
-            .data_dir()
-            .join("objects/hub/images/library/test/_manifests/t1")
-            .exists()
+            .stored("hub/images/library/test/_manifests/t1")
+            .await
+            .is_some()
     );
     for path in [
         "/v2/library/test/manifests/t1?ns=docker.io",
@@ -1066,9 +1056,9 @@ async fn mirror_mode_routes_by_docker_hub_and_ns() {
     assert_eq!(gh.count("GET", "v2/owner/app/manifests/v1"), 1);
     assert!(
         proxy
-            .data_dir()
-            .join("objects/gh/images/owner/app/_manifests/v1")
-            .exists()
+            .stored("gh/images/owner/app/_manifests/v1")
+            .await
+            .is_some()
     );
     let r = c
         .get(proxy.url("/v2/app/manifests/v1?ns=ghcr.io"))
@@ -1117,7 +1107,7 @@ async fn head_of_uncached_blob_asks_upstream_with_head_and_ranges_on_cached_blob
         0,
         "a HEAD must not download the blob"
     );
-    assert!(files_under(&proxy.data_dir().join("objects/fake")).is_empty());
+    assert!(proxy.stored_keys("fake/").await.is_empty());
 
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -1239,12 +1229,9 @@ async fn concurrent_blob_requests_coalesce_into_one_upstream_get() {
         metrics.contains("artifactapi_coalesced_waiters_total{repository=\"fake\"} 19"),
         "{metrics}"
     );
-    let stored = proxy
-        .data_dir()
-        .join("objects/fake/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
+    let stored = format!("fake/blobs/sha256/{}", digest.trim_start_matches("sha256:"));
     wait_for_hit(&c, &url).await;
-    assert!(std::fs::read(stored).unwrap() == blob);
+    assert!(proxy.stored(&stored).await.unwrap() == blob);
 }
 
 #[tokio::test]
@@ -1270,9 +1257,7 @@ async fn expired_tag_manifest_when_upstream_fails_changes_or_deletes_it() {
     ));
     let c = client();
     let url = proxy.url("/v2/fake/library/app/manifests/v1");
-    let stored = proxy
-        .data_dir()
-        .join("objects/fake/images/library/app/_manifests/v1");
+    let stored = "fake/images/library/app/_manifests/v1";
     let expire = || tokio::time::sleep(Duration::from_millis(1200));
 
     let r = c.get(&url).send().await.unwrap();
@@ -1306,14 +1291,14 @@ async fn expired_tag_manifest_when_upstream_fails_changes_or_deletes_it() {
     assert_eq!(r.bytes().await.unwrap(), m2);
     assert_eq!(up.count("HEAD", path), heads + 1);
     wait_for_hit(&c, &url).await;
-    assert_eq!(std::fs::read(&stored).unwrap(), m2);
+    assert_eq!(proxy.stored(stored).await.unwrap(), m2);
 
     // Deleted upstream: 404, and the copy is dropped.
     expire().await;
     up.set_mode(path, Mode::Status(404));
     let r = c.get(&url).send().await.unwrap();
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
-    assert!(!stored.exists());
+    assert!(proxy.stored(stored).await.is_none());
 }
 
 /// containerd (and so Kubernetes nodes, nerdctl, Docker's containerd image store) resolves a

@@ -94,8 +94,9 @@ fn dnf_downloads_through_rpm_remote_and_again_with_upstream_stopped() {
     assert_eq!(up.count("GET", &format!("el/Packages/{rpm_name}")), 1);
     assert_eq!(up.count("GET", "el/repodata/repomd.xml"), 1);
     // The package and the metadata dnf read are in the cache.
-    let cached = proxy.data_dir().join("objects/el/Packages").join(rpm_name);
-    assert_eq!(std::fs::read(&cached).unwrap(), original);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cached = rt.block_on(proxy.stored(&format!("el/Packages/{rpm_name}")));
+    assert_eq!(cached.unwrap(), original);
 
     // include_patterns keep other packages out, metadata stays reachable.
     let (code, _) = common::raw_get(

@@ -2,6 +2,7 @@
 //! `${VAR}` expansion, and validation that reports `file:line:col` for every problem.
 
 mod auth;
+mod backends;
 mod load;
 mod values;
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use auth::{AuthConfig, Role, TokenConfig, TokenName};
+pub use backends::ChecksumMode;
 pub use load::{ConfigError, Diagnostic, Severity, load_file, load_str, validate_str};
 pub use values::{BaseUrl, EnvString, Pattern, RepoName, Seconds, Secret, expand_env};
 
@@ -72,6 +74,8 @@ pub enum StorageBackend {
     /// A directory on the local filesystem.
     #[default]
     Filesystem,
+    /// An S3 bucket (AWS S3, MinIO, Garage, Ceph): several replicas can share it.
+    S3,
 }
 
 /// `storage:` section.
@@ -85,6 +89,35 @@ pub struct StorageConfig {
     /// taken from the working directory.
     #[serde(default = "default_data_path")]
     pub path: PathBuf,
+    /// `s3`: the bucket.
+    #[serde(default)]
+    pub bucket: Option<EnvString>,
+    /// `s3`: endpoint URL for non-AWS stores (`http://127.0.0.1:3900`); default AWS.
+    #[serde(default)]
+    pub endpoint: Option<EnvString>,
+    /// `s3`: region (`garage` for Garage); default from the AWS environment, else `us-east-1`.
+    #[serde(default)]
+    pub region: Option<EnvString>,
+    /// `s3`: access key; with `secret_access_key` omitted too, the standard AWS chain is used.
+    #[serde(default)]
+    pub access_key_id: Option<EnvString>,
+    /// `s3`: secret key; use `${VAR}` to keep it out of the file.
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// `s3`: key prefix inside the bucket (`cache/`), so a bucket can be shared.
+    #[serde(default)]
+    pub prefix: Option<EnvString>,
+    /// `s3`: path-style URLs (`endpoint/bucket/key`), needed by most non-AWS stores.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// `s3`: request checksums: `when_required` (default; works with non-AWS stores) or
+    /// `when_supported` (the AWS SDK default).
+    #[serde(default)]
+    pub request_checksum: ChecksumMode,
+    /// `s3`: directory for the local spool that clients read while a fill uploads (default:
+    /// the system temp directory). Spool files are unlinked at once and never outlive a fill.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -92,6 +125,15 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::default(),
             path: default_data_path(),
+            bucket: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: None,
+            force_path_style: false,
+            request_checksum: ChecksumMode::default(),
+            spool_dir: None,
         }
     }
 }
@@ -107,6 +149,8 @@ pub enum MetadataBackend {
     /// JSON records on the local filesystem, beside the data; no other service needed.
     #[default]
     Embedded,
+    /// A Redis server shared by every replica.
+    Redis,
 }
 
 /// `metadata:` section.
@@ -119,6 +163,12 @@ pub struct MetadataConfig {
     /// Directory for `embedded` records (under `PATH/meta/`); defaults to `storage.path`.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `redis`: the server URL (`redis://[:PASSWORD@]HOST:PORT/DB`); use `${VAR}` for a password.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// `redis`: prepended to every key, so several caches can share one server.
+    #[serde(default)]
+    pub key_prefix: Option<EnvString>,
 }
 
 /// How a repository is served.

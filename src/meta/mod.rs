@@ -2,6 +2,7 @@
 //! expiry) and short-lived negative entries for upstream 404s, behind the configured backend.
 
 mod embedded;
+mod redis;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,7 @@ use crate::error::Result;
 use crate::package::CacheClass;
 
 pub use embedded::EmbeddedMeta;
+pub use redis::RedisMeta;
 
 /// What we know about one stored object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,7 @@ pub struct MetaEntry {
 /// The configured metadata backend.
 pub enum MetaStore {
     Embedded(EmbeddedMeta),
+    Redis(RedisMeta),
 }
 
 impl MetaStore {
@@ -61,18 +64,29 @@ impl MetaStore {
             MetadataBackend::Embedded => Ok(MetaStore::Embedded(
                 EmbeddedMeta::open(&config.metadata_root()).await?,
             )),
+            MetadataBackend::Redis => {
+                let url = config.metadata.url.as_ref().ok_or_else(|| {
+                    crate::error::Error::BadRequest(
+                        "metadata.url is required for backend redis".into(),
+                    )
+                })?;
+                let prefix = config.metadata.key_prefix.as_ref().map(|p| p.0.as_str());
+                Ok(MetaStore::Redis(RedisMeta::open(url.expose(), prefix)?))
+            }
         }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<ObjectMeta>> {
         match self {
             MetaStore::Embedded(m) => m.get(key).await,
+            MetaStore::Redis(m) => m.get(key).await,
         }
     }
 
     pub async fn put(&self, key: &str, meta: &ObjectMeta) -> Result<()> {
         match self {
             MetaStore::Embedded(m) => m.put(key, meta).await,
+            MetaStore::Redis(m) => m.put(key, meta).await,
         }
     }
 
@@ -80,6 +94,29 @@ impl MetaStore {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         match self {
             MetaStore::Embedded(m) => m.delete(key).await,
+            MetaStore::Redis(m) => m.delete(key).await,
+        }
+    }
+
+    /// Removes many records; returns how many existed.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        match self {
+            MetaStore::Embedded(m) => {
+                let mut n = 0;
+                for k in keys {
+                    n += u64::from(m.delete(k).await?);
+                }
+                Ok(n)
+            }
+            MetaStore::Redis(m) => m.delete_many(keys).await,
+        }
+    }
+
+    /// The shared backend that can coordinate fills across replicas, if this is one.
+    pub fn shared(&self) -> Option<&RedisMeta> {
+        match self {
+            MetaStore::Embedded(_) => None,
+            MetaStore::Redis(m) => Some(m),
         }
     }
 
@@ -87,6 +124,7 @@ impl MetaStore {
     pub async fn list(&self, prefix: &str) -> Result<Vec<MetaEntry>> {
         match self {
             MetaStore::Embedded(m) => m.list(prefix).await,
+            MetaStore::Redis(m) => m.list(prefix).await,
         }
     }
 
@@ -94,6 +132,7 @@ impl MetaStore {
     pub async fn is_negative(&self, key: &str) -> Result<bool> {
         match self {
             MetaStore::Embedded(m) => Ok(m.is_negative(key)),
+            MetaStore::Redis(m) => m.is_negative(key).await,
         }
     }
 
@@ -104,6 +143,7 @@ impl MetaStore {
                 m.put_negative(key, expires_at_ms);
                 Ok(())
             }
+            MetaStore::Redis(m) => m.put_negative(key, expires_at_ms).await,
         }
     }
 
@@ -111,18 +151,21 @@ impl MetaStore {
     pub async fn clear_negative(&self, prefix: &str) -> Result<u64> {
         match self {
             MetaStore::Embedded(m) => Ok(m.clear_negative(prefix)),
+            MetaStore::Redis(m) => m.clear_negative(prefix).await,
         }
     }
 
     pub async fn sweep_temp_files(&self) -> Result<u64> {
         match self {
             MetaStore::Embedded(m) => m.sweep_temp_files().await,
+            MetaStore::Redis(_) => Ok(0),
         }
     }
 
     pub async fn check(&self) -> Result<()> {
         match self {
             MetaStore::Embedded(m) => m.check().await,
+            MetaStore::Redis(m) => m.check().await,
         }
     }
 }

@@ -84,33 +84,29 @@ impl Engine {
         for name in &names {
             let prefix = format!("{name}/");
             let records = cache.meta.list(&prefix).await?;
-            for entry in &records {
-                let wanted = match scope {
+            let wanted: Vec<String> = records
+                .iter()
+                .filter(|entry| match scope {
                     FlushScope::All => true,
                     FlushScope::Index => entry.meta.class == CacheClass::Index,
                     FlushScope::Files => entry.meta.class == CacheClass::File,
-                };
-                if !wanted {
-                    continue;
-                }
-                // Record first: a reader then sees a miss, never a record without its object.
-                if cache.meta.delete(&entry.key).await? {
-                    report.metadata += 1;
-                }
-                if cache.storage.delete(&entry.key).await? {
-                    report.objects += 1;
-                    report.bytes += entry.meta.size;
-                }
-            }
-            if scope == FlushScope::All {
-                // Objects whose record is gone (an interrupted flush, a lost record).
-                for obj in cache.storage.list(&prefix).await? {
-                    if cache.storage.delete(&obj.key).await? {
-                        report.objects += 1;
-                        report.bytes += obj.size;
-                    }
-                }
-            }
+                })
+                .map(|entry| entry.key.clone())
+                .collect();
+            // Records first: a reader then sees a miss, never a record without its object.
+            report.metadata += cache.meta.delete_many(&wanted).await?;
+            let stored = cache.storage.list(&prefix).await?;
+            // With `all`, also objects whose record is gone (an interrupted flush, a lost
+            // record).
+            let wanted: std::collections::HashSet<String> = wanted.into_iter().collect();
+            let doomed: Vec<_> = stored
+                .into_iter()
+                .filter(|o| scope == FlushScope::All || wanted.contains(&o.key))
+                .collect();
+            let keys: Vec<String> = doomed.iter().map(|o| o.key.clone()).collect();
+            cache.storage.delete_many(&keys).await?;
+            report.objects += keys.len() as u64;
+            report.bytes += doomed.iter().map(|o| o.size).sum::<u64>();
             report.negative += cache.meta.clear_negative(&prefix).await?;
         }
         let m = &cache.metrics;

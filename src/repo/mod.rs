@@ -5,6 +5,8 @@
 pub mod docker;
 pub mod fill;
 pub mod flush;
+pub mod hot;
+pub mod lease;
 pub mod local;
 pub mod path;
 pub mod remote;
@@ -71,6 +73,8 @@ pub struct Cache {
     pub meta: MetaStore,
     pub inflight: Inflight,
     pub metrics: Arc<Metrics>,
+    /// Small objects of shared (S3) storage, in memory.
+    pub hot: hot::HotCache,
 }
 
 /// The configured repositories over one shared cache.
@@ -87,11 +91,13 @@ impl Engine {
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<Engine> {
         let storage = Storage::from_config(&config).await?;
         let meta = MetaStore::from_config(&config).await?;
+        let hot = hot::HotCache::new(matches!(storage, Storage::S3(_)));
         let cache = Arc::new(Cache {
             storage,
             meta,
             inflight: Inflight::default(),
             metrics,
+            hot,
         });
         let mut remotes = BTreeMap::new();
         let mut locals = BTreeMap::new();

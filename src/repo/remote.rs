@@ -13,7 +13,8 @@ use reqwest::{Method, Response};
 use sha2::{Digest, Sha256};
 
 use super::fill::{self, BodyHead, FillSender, FillState, Joined};
-use super::{Cache, CacheStatus, RepoPath, Served};
+use super::lease::Claim;
+use super::{Cache, CacheStatus, RepoPath, Served, hot};
 use crate::config::{PackageKind, RepoConfig};
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
@@ -183,7 +184,16 @@ impl RemoteRepo {
     ) -> Result<Served> {
         let key = fetch.key.clone();
         let now = crate::now_ms();
-        let cached = self.cache.meta.get(&key).await?;
+        let cached = match self.cache.meta.get(&key).await {
+            Ok(c) => c,
+            Err(e @ Error::Metadata { .. }) => {
+                if let Some(s) = self.serve_unrecorded(&fetch, range, false, &e).await? {
+                    return Ok(s);
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
         match &cached {
             Some(meta) if meta.is_fresh(now) => {
                 if let Some(s) = self
@@ -197,7 +207,7 @@ impl RemoteRepo {
             }
             Some(_) => {}
             None => {
-                if self.cache.meta.is_negative(&key).await? {
+                if self.cache.meta.is_negative(&key).await.unwrap_or(false) {
                     return Err(Error::NotFound);
                 }
             }
@@ -268,14 +278,23 @@ impl RemoteRepo {
     /// is downloaded (for a registry tag, see [`Self::cache_tag_after_head`]).
     pub async fn head_fetch(self: &Arc<Self>, fetch: &Fetch) -> Result<Served> {
         let key = &fetch.key;
-        let cached = self.cache.meta.get(key).await?;
+        let cached = match self.cache.meta.get(key).await {
+            Ok(c) => c,
+            Err(e @ Error::Metadata { .. }) => {
+                if let Some(s) = self.serve_unrecorded(fetch, None, true, &e).await? {
+                    return Ok(s);
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(meta) = &cached
             && meta.is_fresh(crate::now_ms())
             && let Some(size) = self.cache.storage.head(key).await?
         {
             return Ok(served_from_meta(fetch, meta, size, CacheStatus::Hit));
         }
-        if cached.is_none() && self.cache.meta.is_negative(key).await? {
+        if cached.is_none() && self.cache.meta.is_negative(key).await.unwrap_or(false) {
             return Err(Error::NotFound);
         }
         let result = self.upstream_request(Method::HEAD, fetch, None).await;
@@ -407,6 +426,9 @@ impl RemoteRepo {
         status: CacheStatus,
         range: Option<ByteRange>,
     ) -> Result<Option<Served>> {
+        if range.is_none() && self.cache.hot.wants(meta.size) {
+            return self.serve_hot(fetch, meta, status).await;
+        }
         let Some(read) = self.cache.storage.get(&fetch.key, range).await? else {
             return Ok(None);
         };
@@ -423,6 +445,52 @@ impl RemoteRepo {
             last_modified: meta.last_modified.clone(),
             digest: stored_digest(fetch, meta),
             body: Some(read.body),
+        }))
+    }
+
+    /// A small object of shared storage: from memory when kept with the record's digest,
+    /// otherwise read whole from storage, checked against the record, and kept.
+    async fn serve_hot(
+        &self,
+        fetch: &Fetch,
+        meta: &ObjectMeta,
+        status: CacheStatus,
+    ) -> Result<Option<Served>> {
+        let hot = &self.cache.hot;
+        let bytes = match hot.get(&fetch.key, &meta.sha256) {
+            Some(b) => b,
+            None => {
+                let Some(read) = self.cache.storage.get(&fetch.key, None).await? else {
+                    return Ok(None);
+                };
+                let mut buf = BytesMut::with_capacity(meta.size as usize);
+                let mut body = read.body;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(Error::storage(format!("reading {}", fetch.key)))?;
+                    if (buf.len() + chunk.len()) as u64 > hot::HOT_OBJECT_MAX {
+                        // Not the object the record describes: treat it as missing.
+                        return Ok(None);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                let bytes = buf.freeze();
+                if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
+                    // Replaced underneath its record (another replica is refilling it).
+                    return Ok(None);
+                }
+                hot.put(&fetch.key, &meta.sha256, bytes.clone());
+                bytes
+            }
+        };
+        Ok(Some(Served {
+            cache: status,
+            content_length: Some(bytes.len() as u64),
+            range: None,
+            content_type: meta.content_type.clone(),
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified.clone(),
+            digest: stored_digest(fetch, meta),
+            body: Some(futures::stream::once(async move { Ok(bytes) }).boxed()),
         }))
     }
 
@@ -475,6 +543,12 @@ impl RemoteRepo {
             tx.finish(FillState::Ready(CacheStatus::Hit));
             return;
         }
+        // Other replicas: one fetch per key across all of them.
+        let _lease = match super::lease::claim(&self.cache, key, stale.as_ref()).await {
+            Claim::Mine(guard) => guard,
+            Claim::FilledElsewhere => return tx.finish(FillState::Ready(CacheStatus::Miss)),
+            Claim::NotFound => return tx.finish(FillState::Failed(Error::NotFound)),
+        };
         // Registries: an expired tag is checked with a HEAD; the same digest renews it without
         // a download (and without using up a pull quota).
         if let (Some(meta), Some(_)) = (&stale, &fetch.manifest) {
@@ -670,7 +744,11 @@ impl RemoteRepo {
             // Before the record: once the digest is a hit, its tag is too.
             self.copy_to_pending_tag(key, &meta).await;
         }
-        self.cache.meta.put(key, &meta).await?;
+        if let Err(e) = self.cache.meta.put(key, &meta).await {
+            // The object is whole and stored: serve it; without a record it is served from
+            // storage while metadata is down, and fetched again once it is back.
+            tracing::warn!(key, error = %crate::error_chain(&e), "stored object has no record");
+        }
         let m = &self.cache.metrics;
         match previous {
             Some(p) => m.cache_bytes.add(total as i64 - p.size as i64),
@@ -757,6 +835,8 @@ impl RemoteRepo {
         Ok(true)
     }
 }
+
+mod degraded;
 
 /// Largest manifest read into memory to find its media type (the distribution spec's limit).
 const MAX_MANIFEST: u64 = 4 * 1024 * 1024;

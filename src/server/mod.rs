@@ -19,6 +19,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -112,6 +113,13 @@ pub async fn run(
         tracing::info!("shutting down: no new connections, finishing responses in flight");
         let _ = stop_tx.send(true);
     };
+    // No Nagle delay: a response's headers and body may leave in separate writes, and a
+    // client's delayed ACK would otherwise hold the body back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
     let deadline = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;

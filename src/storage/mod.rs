@@ -3,6 +3,7 @@
 //! is committed whole, and a writer dropped before commit leaves nothing behind.
 
 mod fs;
+mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use crate::error::Result;
 
 pub use fs::{FsStorage, FsWriter, TEMP_DIR, TEMP_PREFIX};
 pub(crate) use fs::{sweep_dir, walk};
+pub use s3::{S3Storage, S3Writer};
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -66,6 +68,7 @@ pub struct ObjectEntry {
 /// The configured storage backend.
 pub enum Storage {
     Fs(FsStorage),
+    S3(S3Storage),
 }
 
 impl Storage {
@@ -75,6 +78,7 @@ impl Storage {
             StorageBackend::Filesystem => {
                 Ok(Storage::Fs(FsStorage::open(&config.storage.path).await?))
             }
+            StorageBackend::S3 => Ok(Storage::S3(S3Storage::open(&config.storage).await?)),
         }
     }
 
@@ -83,6 +87,7 @@ impl Storage {
     pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
         match self {
             Storage::Fs(s) => s.get(key, range).await,
+            Storage::S3(s) => s.get(key, range).await,
         }
     }
 
@@ -90,6 +95,7 @@ impl Storage {
     pub async fn head(&self, key: &str) -> Result<Option<u64>> {
         match self {
             Storage::Fs(s) => s.head(key).await,
+            Storage::S3(s) => s.head(key).await,
         }
     }
 
@@ -97,6 +103,7 @@ impl Storage {
     pub async fn writer(&self, key: &str) -> Result<StorageWriter> {
         match self {
             Storage::Fs(s) => Ok(StorageWriter::Fs(s.writer(key).await?)),
+            Storage::S3(s) => Ok(StorageWriter::S3(s.writer(key).await?)),
         }
     }
 
@@ -104,6 +111,23 @@ impl Storage {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         match self {
             Storage::Fs(s) => s.delete(key).await,
+            Storage::S3(s) => s.delete(key).await,
+        }
+    }
+
+    /// Removes every key in `keys` (batched where the backend can); returns how many calls
+    /// succeeded. Absent keys count as removed.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<u64> {
+        match self {
+            Storage::Fs(s) => {
+                let mut n = 0;
+                for k in keys {
+                    s.delete(k).await?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+            Storage::S3(s) => s.delete_many(keys).await,
         }
     }
 
@@ -111,6 +135,7 @@ impl Storage {
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>> {
         match self {
             Storage::Fs(s) => s.list(prefix).await,
+            Storage::S3(s) => s.list(prefix).await,
         }
     }
 
@@ -118,6 +143,7 @@ impl Storage {
     pub async fn sweep_temp_files(&self) -> Result<u64> {
         match self {
             Storage::Fs(s) => s.sweep_temp_files().await,
+            Storage::S3(s) => s.sweep_temp_files().await,
         }
     }
 
@@ -125,6 +151,7 @@ impl Storage {
     pub async fn check(&self) -> Result<()> {
         match self {
             Storage::Fs(s) => s.check().await,
+            Storage::S3(s) => s.check().await,
         }
     }
 }
@@ -132,6 +159,7 @@ impl Storage {
 /// An object being written. Dropping it without `commit` discards what was written.
 pub enum StorageWriter {
     Fs(FsWriter),
+    S3(S3Writer),
 }
 
 impl StorageWriter {
@@ -139,6 +167,7 @@ impl StorageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
         match self {
             StorageWriter::Fs(w) => w.write(chunk).await,
+            StorageWriter::S3(w) => w.write(chunk).await,
         }
     }
 
@@ -146,6 +175,7 @@ impl StorageWriter {
     pub async fn commit(self) -> Result<()> {
         match self {
             StorageWriter::Fs(w) => w.commit().await,
+            StorageWriter::S3(w) => w.commit().await,
         }
     }
 
@@ -153,6 +183,7 @@ impl StorageWriter {
     pub fn spool_reader(&self) -> io::Result<std::fs::File> {
         match self {
             StorageWriter::Fs(w) => w.spool_reader(),
+            StorageWriter::S3(w) => w.spool_reader(),
         }
     }
 }

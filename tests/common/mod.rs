@@ -357,6 +357,9 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub log: Arc<Mutex<String>>,
+    /// S3 + Redis when the proxy runs on shared backends; `cache` names its prefix there.
+    pub backends: Option<Arc<backends::Backends>>,
+    pub cache: String,
 }
 
 impl Proxy {
@@ -367,12 +370,30 @@ impl Proxy {
     }
 
     pub fn start_with(remotes_yaml: &str, extra: &str) -> Proxy {
+        // ARTIFACTAPI_TEST_BACKEND=s3 runs the same tests on a private Garage and Redis.
+        let shared = backends::shared_backend_requested()
+            .then(backends::Backends::start)
+            .flatten()
+            .map(Arc::new);
+        Self::start_on(shared, &backends::unique_name(), remotes_yaml, extra)
+    }
+
+    /// Starts a proxy on `shared` backends (or the filesystem when `None`); proxies given the
+    /// same backends and `cache` name are replicas of one cache.
+    pub fn start_on(
+        shared: Option<Arc<backends::Backends>>,
+        cache: &str,
+        remotes_yaml: &str,
+        extra: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("remotes.yaml");
-        let text = format!(
-            "storage:\n  path: {}\nserver:\n  shutdown_grace: 10s\n{extra}remotes:\n{remotes_yaml}",
-            dir.path().join("data").display()
-        );
+        let storage = match &shared {
+            Some(b) => b.yaml(cache, &dir.path().join("spool")),
+            None => format!("storage:\n  path: {}\n", dir.path().join("data").display()),
+        };
+        let text =
+            format!("{storage}server:\n  shutdown_grace: 10s\n{extra}remotes:\n{remotes_yaml}");
         std::fs::write(&config, text).unwrap();
         let mut p = Proxy {
             child: None,
@@ -380,6 +401,8 @@ impl Proxy {
             dir,
             config,
             log: Arc::default(),
+            backends: shared,
+            cache: cache.to_string(),
         };
         p.spawn();
         p
@@ -465,6 +488,50 @@ impl Proxy {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// The stored bytes of object `key` (`{repository}/{path}`), on whichever backend.
+    pub async fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        match &self.backends {
+            None => std::fs::read(self.data_dir().join("objects").join(key)).ok(),
+            Some(b) => b.garage.get(&format!("{}/{key}", self.cache)).await,
+        }
+    }
+
+    /// Keys of the stored objects under `prefix` (`"hub/"`), on whichever backend.
+    pub async fn stored_keys(&self, prefix: &str) -> Vec<String> {
+        match &self.backends {
+            None => {
+                let root = self.data_dir().join("objects");
+                let mut out = Vec::new();
+                walk(&root.join(prefix), &mut |p| {
+                    let rel = p
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    if !rel.contains(".artifactapi-tmp-") {
+                        out.push(rel);
+                    }
+                });
+                out.sort();
+                out
+            }
+            Some(b) => {
+                let mine = format!("{}/", self.cache);
+                b.garage
+                    .list(&format!("{mine}{prefix}"))
+                    .await
+                    .into_iter()
+                    .map(|k| k[mine.len()..].to_string())
+                    .collect()
+            }
+        }
+    }
+
+    /// True when objects and records live in the documented filesystem layout.
+    pub fn on_filesystem(&self) -> bool {
+        self.backends.is_none()
     }
 
     /// Every file under the data directory whose name marks it as a temp file.
@@ -578,4 +645,5 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+pub mod backends;
 pub mod registry;

@@ -1,0 +1,354 @@
+//! Several replicas as one cache: `serve` processes on one Garage bucket and one Redis, started
+//! by the harness. Coalescing across replicas, flushes seen by every replica, Redis and S3
+//! outages and recovery, interrupted multipart uploads, and flushes larger than one S3 page.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::backends::{BUCKET, Backends, unique_name};
+use common::{Mode, Proxy, TestUpstream, client, sha256_hex, test_bytes};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+fn generic(up: &TestUpstream, extra: &str) -> String {
+    format!(
+        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n    index_patterns: ['\\.idx$']\n{extra}",
+        up.url()
+    )
+}
+
+/// An admin token: the HTTP flush needs one.
+const ADMIN: &str = "auth:\n  tokens:\n    - name: ops\n      secret: ops-secret-0123456789\n      roles:\n        \"*\": [admin]\n";
+const ADMIN_SECRET: &str = "ops-secret-0123456789";
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Streams a body through SHA-256, never holding it whole.
+async fn body_sha(r: reqwest::Response) -> (u64, String) {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        let c = c.expect("body chunk");
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    (n, hex::encode(h.finalize()))
+}
+
+async fn wait_for_hit(c: &reqwest::Client, url: &str) {
+    for _ in 0..100 {
+        let r = c.get(url).send().await.unwrap();
+        if header(&r, "x-cache") == "HIT" {
+            return;
+        }
+        let _ = r.bytes().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became a hit");
+}
+
+fn start() -> Option<Arc<Backends>> {
+    Backends::start().map(Arc::new)
+}
+
+#[tokio::test]
+async fn twenty_cold_requests_over_two_replicas_make_one_upstream_get() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    let body = test_bytes(64 * 1024 * 1024, 41);
+    let want = sha256_hex(&body);
+    up.put("files/big.bin", body);
+    up.set_mode(
+        "files/big.bin",
+        Mode::Slow {
+            chunk: 1024 * 1024,
+            delay: Duration::from_millis(15),
+        },
+    );
+    let name = unique_name();
+    let r1 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), ADMIN);
+    let r2 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), ADMIN);
+    let urls = [r1.remote("gen", "big.bin"), r2.remote("gen", "big.bin")];
+    let c = client();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            let url = urls[i % 2].clone();
+            tokio::spawn(async move {
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                body_sha(r).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (n, sha) = t.await.unwrap();
+        assert_eq!(n, 64 * 1024 * 1024);
+        assert_eq!(sha, want);
+    }
+    assert_eq!(
+        up.count("GET", "files/big.bin"),
+        1,
+        "one upstream GET in all"
+    );
+    // Both replicas now serve it as a hit from the shared bucket.
+    wait_for_hit(&c, &urls[0]).await;
+    wait_for_hit(&c, &urls[1]).await;
+    assert_eq!(up.count("GET", "files/big.bin"), 1);
+    assert_eq!(
+        sha256_hex(&r1.stored("gen/big.bin").await.unwrap()),
+        want,
+        "the stored object is whole"
+    );
+}
+
+#[tokio::test]
+async fn a_flush_through_one_replica_is_seen_by_the_other() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    up.put("files/a.bin", test_bytes(100_000, 42));
+    let name = unique_name();
+    let r1 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), ADMIN);
+    let r2 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), ADMIN);
+    let c = client();
+    let r = c.get(r1.remote("gen", "a.bin")).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    r.bytes().await.unwrap();
+    wait_for_hit(&c, &r2.remote("gen", "a.bin")).await;
+    assert_eq!(up.count("GET", "files/a.bin"), 1, "r2 hit what r1 stored");
+
+    let r = c
+        .post(r1.url("/api/v1/cache/flush?remote=gen&type=all"))
+        .bearer_auth(ADMIN_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["flushed"]["objects"], 1, "{v}");
+
+    let r = c.get(r2.remote("gen", "a.bin")).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS", "r2 sees the flush");
+    r.bytes().await.unwrap();
+    assert_eq!(up.count("GET", "files/a.bin"), 2);
+}
+
+#[tokio::test]
+async fn a_flush_deletes_ten_thousand_objects() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    let name = unique_name();
+    let proxy = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), ADMIN);
+    let s3 = b.garage.client();
+    let puts = futures::stream::iter(0..10_000).map(|i| {
+        let s3 = s3.clone();
+        let key = format!("{name}/gen/many/{i:05}.bin");
+        async move {
+            s3.put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(bytes::Bytes::from_static(b"x").into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    puts.buffer_unordered(32).collect::<Vec<_>>().await;
+    assert_eq!(proxy.stored_keys("gen/").await.len(), 10_000);
+
+    let r = client()
+        .post(proxy.url("/api/v1/cache/flush?remote=gen&type=all"))
+        .bearer_auth(ADMIN_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["flushed"]["objects"], 10_000, "{v}");
+    assert!(proxy.stored_keys("gen/").await.is_empty());
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_hits_working_and_ttls_return_with_it() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    let file = test_bytes(300_000, 43);
+    let index = test_bytes(2_000, 44);
+    up.put("files/tool.bin", file.clone());
+    up.put("files/repo.idx", index.clone());
+    up.put("files/cold.bin", test_bytes(5_000, 45));
+    let remotes = generic(&up, "    cache:\n      index_ttl: 1\n");
+    let p = Proxy::start_on(Some(b.clone()), &unique_name(), &remotes, "");
+    let c = client();
+    let file_url = p.remote("gen", "tool.bin");
+    let index_url = p.remote("gen", "repo.idx");
+    for url in [&file_url, &index_url] {
+        c.get(url).send().await.unwrap().bytes().await.unwrap();
+        wait_for_hit(&c, url).await;
+    }
+
+    b.redis.stop();
+    let started = Instant::now();
+    let r = c.get(&file_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "HIT");
+    assert_eq!(r.bytes().await.unwrap(), file);
+    let r = c.get(&index_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "STALE");
+    assert_eq!(r.bytes().await.unwrap(), index);
+    // Not cached at all: fetched from upstream, still served.
+    let r = c.get(p.remote("gen", "cold.bin")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 5_000);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "requests must not hang: {:?}",
+        started.elapsed()
+    );
+    let r = c.get(p.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["backends"]["metadata"]["reachable"], false);
+    assert_eq!(v["backends"]["storage"]["reachable"], true);
+
+    // Redis back (empty): records are written again and index TTLs expire and revalidate.
+    b.redis.restart();
+    let mut healthy = false;
+    for _ in 0..50 {
+        if c.get(p.url("/health")).send().await.unwrap().status() == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "health recovers without a restart");
+    let r = c.get(&index_url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    r.bytes().await.unwrap();
+    wait_for_hit(&c, &index_url).await;
+    assert!(
+        b.redis
+            .cli(&["--scan", "--pattern", "*fresh:*"])
+            .contains("repo.idx")
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = up.conditional_count("files/repo.idx");
+    let r = c.get(&index_url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "REVALIDATED");
+    assert_eq!(r.bytes().await.unwrap(), index);
+    assert_eq!(up.conditional_count("files/repo.idx"), before + 1);
+}
+
+#[tokio::test]
+async fn s3_outage_is_503_with_retry_after_and_recovers() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    // Larger than the objects kept in memory, so its hits need S3.
+    let body = test_bytes(400_000, 46);
+    up.put("files/a.bin", body.clone());
+    up.put("files/b.bin", test_bytes(1000, 47));
+    let small = test_bytes(10_000, 49);
+    up.put("files/small.bin", small.clone());
+    let p = Proxy::start_on(Some(b.clone()), &unique_name(), &generic(&up, ""), "");
+    let c = client();
+    let url = p.remote("gen", "a.bin");
+    c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    wait_for_hit(&c, &url).await;
+    let small_url = p.remote("gen", "small.bin");
+    c.get(&small_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    wait_for_hit(&c, &small_url).await;
+
+    b.garage.stop();
+    // A small object already read from S3 is served from memory meanwhile.
+    let r = c.get(&small_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "HIT");
+    assert_eq!(r.bytes().await.unwrap(), small);
+    let started = Instant::now();
+    for u in [url.clone(), p.remote("gen", "b.bin")] {
+        let r = c.get(&u).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{u}");
+        assert_eq!(header(&r, "retry-after"), "5");
+        assert!(header(&r, "content-type").starts_with("application/json"));
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "storage_unavailable", "{v}");
+        assert!(!v.to_string().contains(common::backends::SECRET));
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let log = p.log.lock().unwrap().clone();
+    assert!(!log.contains(common::backends::SECRET), "secret in the log");
+
+    b.garage.restart();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), "HIT");
+    assert_eq!(r.bytes().await.unwrap(), body);
+    let r = c.get(p.remote("gen", "b.bin")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn killing_a_replica_mid_multipart_upload_leaves_no_object() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    let body = test_bytes(40 * 1024 * 1024, 48);
+    up.put("files/k.bin", body.clone());
+    up.set_mode(
+        "files/k.bin",
+        Mode::Slow {
+            chunk: 1024 * 1024,
+            delay: Duration::from_millis(30),
+        },
+    );
+    let name = unique_name();
+    let mut p = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), "");
+    let c = client();
+    let r = c.get(p.remote("gen", "k.bin")).send().await.unwrap();
+    let mut s = r.bytes_stream();
+    let mut got = 0;
+    while got < 20 * 1024 * 1024 {
+        got += s.next().await.unwrap().unwrap().len();
+    }
+    // At least two 8 MiB parts are up: a multipart upload is in progress.
+    assert!(
+        b.garage.uploads(&name).await >= 1,
+        "multipart upload started"
+    );
+    p.kill();
+    drop(s);
+    assert!(p.stored("gen/k.bin").await.is_none(), "no partial object");
+    assert!(p.stored_keys("gen/").await.is_empty());
+
+    // A replica that died holding the lease does not block the next one for long.
+    up.set_mode("files/k.bin", Mode::Normal);
+    let p2 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), "");
+    let started = Instant::now();
+    let r = c.get(p2.remote("gen", "k.bin")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (n, sha) = body_sha(r).await;
+    assert_eq!(n, body.len() as u64);
+    assert_eq!(sha, sha256_hex(&body));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    wait_for_hit(&c, &p2.remote("gen", "k.bin")).await;
+    assert_eq!(
+        sha256_hex(&p2.stored("gen/k.bin").await.unwrap()),
+        sha256_hex(&body)
+    );
+}
