@@ -152,16 +152,27 @@ async fn a_flush_deletes_ten_thousand_objects() {
         let s3 = s3.clone();
         let key = format!("{name}/gen/many/{i:05}.bin");
         async move {
-            s3.put_object()
-                .bucket(BUCKET)
-                .key(key)
-                .body(bytes::Bytes::from_static(b"x").into())
-                .send()
-                .await
-                .unwrap();
+            // Garage's SQLite metadata can answer "database is locked" under load: retry.
+            for attempt in 0.. {
+                let put = s3
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .body(bytes::Bytes::from_static(b"x").into())
+                    .send()
+                    .await;
+                match put {
+                    Ok(_) => break,
+                    Err(e) if attempt < 20 => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("put {key}: {e:?}"),
+                }
+            }
         }
     });
-    puts.buffer_unordered(32).collect::<Vec<_>>().await;
+    puts.buffer_unordered(16).collect::<Vec<_>>().await;
     assert_eq!(proxy.stored_keys("gen/").await.len(), 10_000);
 
     let r = client()
