@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Keys per DeleteObjects call (the S3 maximum).
 const DELETE_BATCH: usize = 1000;
+/// Tries of one DeleteObjects batch (see `delete_many`).
+const DELETE_ATTEMPTS: u32 = 5;
 /// Multipart uploads older than this were left by dead processes and are aborted by the sweep.
 const STALE_UPLOAD: Duration = Duration::from_secs(3600);
 
@@ -248,38 +250,66 @@ impl S3Storage {
     }
 
     /// Deletes `keys` with DeleteObjects, 1,000 per call.
+    /// Deletes `keys` with DeleteObjects, 1,000 per call. Keys the service could not delete
+    /// (a busy or briefly unavailable store answers per key) are tried again, up to
+    /// `DELETE_ATTEMPTS` times with a growing pause, before the flush reports an error.
     pub async fn delete_many(&self, keys: &[String]) -> Result<u64> {
         let mut deleted = 0;
         for batch in keys.chunks(DELETE_BATCH) {
-            let mut ids = Vec::with_capacity(batch.len());
-            for k in batch {
-                let id = ObjectIdentifier::builder()
-                    .key(self.full(k)?)
+            let mut pending = batch
+                .iter()
+                .map(|k| self.full(k))
+                .collect::<Result<Vec<String>>>()?;
+            for attempt in 1..=DELETE_ATTEMPTS {
+                let mut ids = Vec::with_capacity(pending.len());
+                for k in &pending {
+                    let id = ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .map_err(|e| Error::storage("DeleteObjects")(io::Error::other(e)))?;
+                    ids.push(id);
+                }
+                let delete = Delete::builder()
+                    .set_objects(Some(ids))
+                    .quiet(true)
                     .build()
                     .map_err(|e| Error::storage("DeleteObjects")(io::Error::other(e)))?;
-                ids.push(id);
+                let sent = self
+                    .client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await;
+                let pause = Duration::from_millis(200 * u64::from(attempt));
+                let out = match sent {
+                    Ok(out) => out,
+                    Err(e) if attempt < DELETE_ATTEMPTS => {
+                        tracing::debug!(error = %DisplayErrorContext(&e), "DeleteObjects failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    Err(e) => return Err(s3_error("DeleteObjects")(e)),
+                };
+                let failed: Vec<String> = out
+                    .errors()
+                    .iter()
+                    .filter_map(|e| e.key().map(str::to_string))
+                    .collect();
+                deleted += (pending.len() - failed.len().min(pending.len())) as u64;
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == DELETE_ATTEMPTS {
+                    let first = out.errors()[0].message().unwrap_or("").to_string();
+                    return Err(Error::storage("DeleteObjects")(io::Error::other(format!(
+                        "{} keys not deleted: {first}",
+                        failed.len()
+                    ))));
+                }
+                pending = failed;
+                tokio::time::sleep(pause).await;
             }
-            let delete = Delete::builder()
-                .set_objects(Some(ids))
-                .quiet(true)
-                .build()
-                .map_err(|e| Error::storage("DeleteObjects")(io::Error::other(e)))?;
-            let out = self
-                .client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(s3_error("DeleteObjects"))?;
-            let failed = out.errors().len();
-            if failed > 0 {
-                let first = out.errors()[0].message().unwrap_or("").to_string();
-                return Err(Error::storage("DeleteObjects")(io::Error::other(format!(
-                    "{failed} keys not deleted: {first}"
-                ))));
-            }
-            deleted += batch.len() as u64;
         }
         Ok(deleted)
     }
