@@ -160,19 +160,30 @@ impl RemoteRepo {
         })
     }
 
+    /// The fetch of `path` asked for by path (not under `/v2/`): docker remotes take registry
+    /// paths with the registry's keys and digest checks, so no route can store unverified
+    /// bytes where the registry looks for a blob; other packages take plain paths.
+    pub fn path_fetch(&self, path: &RepoPath) -> Result<Fetch> {
+        if self.config.package == PackageKind::Docker {
+            self.docker_path_fetch(path.as_str())
+        } else {
+            self.plain_fetch(path)
+        }
+    }
+
     /// Answers a GET for `path`. `range` is honoured for cached objects.
     pub async fn get(
         self: &Arc<Self>,
         path: &RepoPath,
         range: Option<ByteRange>,
     ) -> Result<Served> {
-        let fetch = self.plain_fetch(path)?;
+        let fetch = self.path_fetch(path)?;
         self.get_fetch(fetch, range).await
     }
 
     /// Answers a HEAD for `path` without downloading a body.
     pub async fn head(self: &Arc<Self>, path: &RepoPath) -> Result<Served> {
-        let fetch = self.plain_fetch(path)?;
+        let fetch = self.path_fetch(path)?;
         self.head_fetch(&fetch).await
     }
 

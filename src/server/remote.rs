@@ -9,7 +9,6 @@ use super::auth::Caller;
 use super::respond::{parse_range, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
-use crate::config::PackageKind;
 use crate::error::Error;
 use crate::repo::RepoPath;
 
@@ -37,12 +36,7 @@ pub async fn get_remote(
         Err(e) => return ApiError::at(e, &name, Some(raw_path)).into_response(),
     };
     let package = repo.package().as_str();
-    // Docker remotes take registry paths here too, with the registry's keys and checks.
-    let fetch = if repo.package() == PackageKind::Docker {
-        repo.docker_path_fetch(raw_path)
-    } else {
-        RepoPath::parse(raw_path).and_then(|p| repo.plain_fetch(&p))
-    };
+    let fetch = RepoPath::parse(raw_path).and_then(|p| repo.path_fetch(&p));
     let fetch = match fetch {
         Ok(f) => f,
         Err(e) => {
