@@ -91,13 +91,12 @@ impl Engine {
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<Engine> {
         let storage = Storage::from_config(&config).await?;
         let meta = MetaStore::from_config(&config).await?;
-        let hot = hot::HotCache::new(matches!(storage, Storage::S3(_)));
         let cache = Arc::new(Cache {
             storage,
             meta,
             inflight: Inflight::default(),
             metrics,
-            hot,
+            hot: hot::HotCache::default(),
         });
         let mut remotes = BTreeMap::new();
         let mut locals = BTreeMap::new();

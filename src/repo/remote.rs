@@ -459,7 +459,7 @@ impl RemoteRepo {
         }))
     }
 
-    /// A small object of shared storage: from memory when kept with the record's digest,
+    /// A small object: from memory when kept with the record's digest,
     /// otherwise read whole from storage, checked against the record, and kept.
     async fn serve_hot(
         &self,
@@ -486,7 +486,7 @@ impl RemoteRepo {
                 }
                 let bytes = buf.freeze();
                 if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
-                    // Replaced underneath its record (another replica is refilling it).
+                    // Replaced underneath its record (by another replica or process).
                     return Ok(None);
                 }
                 hot.put(&fetch.key, &meta.sha256, bytes.clone());

@@ -73,7 +73,7 @@ impl FsStorage {
                     Some((a, b)) => (a, b + 1),
                     None => (0, size),
                 };
-                read_ahead(file, start, end)
+                read_ahead(file, start, end, false)
             }
         };
         Ok(Some(ObjectRead {
@@ -244,10 +244,14 @@ fn open_object(path: &Path, range: Option<ByteRange>) -> Result<Option<Opened>, 
     Ok(Some((file, size, served, small)))
 }
 
-/// Streams `start..end` of `file` in `READ_CHUNK` pieces, reading the next piece while the
-/// previous one is being sent, so that disk reads and socket writes overlap. A blocking thread
-/// is used only while a read runs, never while a slow client drains its piece.
-fn read_ahead(file: std::fs::File, start: u64, end: u64) -> super::ByteStream {
+/// Streams `start..end` of `file` in `READ_CHUNK` pieces. A piece already in the page cache
+/// is read on the spot (`preadv2` with `RWF_NOWAIT`, which never waits for the disk), the way
+/// a hit on a warm file usually goes: no thread hand-off, one copy into the socket. Once a
+/// piece must come from the disk, the rest of the file is read on the blocking pool, the next
+/// piece while the previous one is being sent, so that disk reads and socket writes overlap. A
+/// blocking thread is used only while a read runs, never while a slow client drains its piece.
+/// `from_disk` skips the page-cache attempt (tests use it to cover both ways).
+fn read_ahead(file: std::fs::File, start: u64, end: u64, from_disk: bool) -> super::ByteStream {
     use std::os::unix::fs::FileExt;
     use tokio::task::JoinHandle;
 
@@ -255,14 +259,41 @@ fn read_ahead(file: std::fs::File, start: u64, end: u64) -> super::ByteStream {
         file: std::sync::Arc<std::fs::File>,
         next: u64,
         end: u64,
+        /// The next piece, being read on the blocking pool.
         pending: Option<JoinHandle<io::Result<Vec<u8>>>>,
+        /// A piece had to come from the disk: stay on the blocking pool.
+        from_disk: bool,
     }
     impl State {
+        fn piece(&self) -> usize {
+            (self.end - self.next).min(READ_CHUNK) as usize
+        }
+
+        /// The next piece if the page cache holds (the start of) it; `None` when it would
+        /// have to wait for the disk, or the file system cannot tell.
+        fn read_cached(&mut self) -> Option<Vec<u8>> {
+            let mut buf = vec![0u8; self.piece()];
+            let got = rustix::io::preadv2(
+                &*self.file,
+                &mut [io::IoSliceMut::new(&mut buf)],
+                self.next,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            );
+            match got {
+                Ok(n) if n > 0 => {
+                    buf.truncate(n);
+                    self.next += n as u64;
+                    Some(buf)
+                }
+                _ => None,
+            }
+        }
+
         fn start_read(&mut self) {
             if self.next >= self.end {
                 return;
             }
-            let n = (self.end - self.next).min(READ_CHUNK) as usize;
+            let n = self.piece();
             let (file, offset) = (self.file.clone(), self.next);
             self.next += n as u64;
             self.pending = Some(tokio::task::spawn_blocking(move || {
@@ -271,19 +302,37 @@ fn read_ahead(file: std::fs::File, start: u64, end: u64) -> super::ByteStream {
             }));
         }
     }
-    let mut state = State {
+    let state = State {
         file: std::sync::Arc::new(file),
         next: start,
         end,
         pending: None,
+        from_disk,
     };
-    state.start_read();
     futures::stream::unfold(state, |mut state| async move {
+        if state.pending.is_none() {
+            if state.next >= state.end {
+                return None;
+            }
+            if !state.from_disk
+                && let Some(buf) = state.read_cached()
+            {
+                return Some((Ok(Bytes::from(buf)), state));
+            }
+            state.from_disk = true;
+            state.start_read();
+        }
         let read = state.pending.take()?;
         let buf = match read.await {
             Ok(Ok(buf)) => buf,
-            Ok(Err(e)) => return Some((Err(e), state)),
-            Err(e) => return Some((Err(io::Error::other(e.to_string())), state)),
+            Ok(Err(e)) => {
+                state.next = state.end; // the stream ends after its error
+                return Some((Err(e), state));
+            }
+            Err(e) => {
+                state.next = state.end;
+                return Some((Err(io::Error::other(e.to_string())), state));
+            }
         };
         state.start_read();
         Some((Ok(Bytes::from(buf)), state))
@@ -460,6 +509,49 @@ mod tests {
         assert_eq!(s.list("r/").await.unwrap().len(), 1);
         assert!(s.delete("r/a/b.bin").await.unwrap());
         assert!(!s.delete("r/a/b.bin").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn large_reads_from_the_page_cache_and_from_the_blocking_pool_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(3 * READ_CHUNK + 12_345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        for from_disk in [false, true] {
+            for (a, b) in [
+                (0, data.len() as u64),
+                (7, READ_CHUNK + 3),
+                (READ_CHUNK, 2 * READ_CHUNK),
+            ] {
+                let file = std::fs::File::open(&path).unwrap();
+                let mut body = read_ahead(file, a, b, from_disk);
+                let mut got = Vec::new();
+                while let Some(c) = body.next().await {
+                    let c = c.unwrap();
+                    assert!(!c.is_empty() && c.len() as u64 <= READ_CHUNK);
+                    got.extend_from_slice(&c);
+                }
+                assert!(
+                    got == data[a as usize..b as usize],
+                    "{a}..{b}, from_disk {from_disk}"
+                );
+            }
+        }
+        // A file shorter than the range asked for ends the stream with an error.
+        for from_disk in [false, true] {
+            let file = std::fs::File::open(&path).unwrap();
+            let mut body = read_ahead(file, 0, data.len() as u64 + 1, from_disk);
+            let mut failed = false;
+            while let Some(c) = body.next().await {
+                failed |= c.is_err();
+            }
+            assert!(
+                failed,
+                "a short file must not end cleanly (from_disk {from_disk})"
+            );
+        }
     }
 
     #[tokio::test]
