@@ -1,6 +1,7 @@
 //! Several replicas as one cache: `serve` processes on one Garage bucket and one Redis, started
 //! by the harness. Coalescing across replicas, flushes seen by every replica, Redis and S3
-//! outages and recovery, interrupted multipart uploads, and flushes larger than one S3 page.
+//! outages and recovery (also mid-load), interrupted multipart uploads, and flushes larger than
+//! one S3 page.
 
 mod common;
 
@@ -362,4 +363,224 @@ async fn killing_a_replica_mid_multipart_upload_leaves_no_object() {
         sha256_hex(&p2.stored("gen/k.bin").await.unwrap()),
         sha256_hex(&body)
     );
+}
+
+/// What one request of the load saw.
+struct Outcome {
+    name: String,
+    /// The phase when the request ended (it is filed under the one it started in).
+    ended_in: &'static str,
+    status: Option<u16>,
+    took: Duration,
+    /// A 200 whose body was not the upstream's bytes.
+    corrupt: bool,
+}
+
+/// Load runs while Redis, then Garage, are stopped and started again. No request hangs: each
+/// ends, with its body or an error status, well within the backend timeouts. No 200 ever
+/// carries wrong bytes. Once both are back, every kind of request succeeds again without a
+/// restart of `serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_and_garage_restarted_under_load() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    // Small objects (served from memory once read), larger ones (every hit reads S3), an index
+    // file that expires every second, and a supply of names never asked for before (misses).
+    let mut files: Vec<(String, bytes::Bytes)> = Vec::new();
+    for i in 0..8 {
+        files.push((format!("s{i}.bin"), test_bytes(8_000, 500 + i)));
+    }
+    for i in 0..4 {
+        files.push((format!("l{i}.bin"), test_bytes(600_000, 520 + i)));
+    }
+    files.push(("repo.idx".into(), test_bytes(3_000, 530)));
+    for (name, body) in &files {
+        up.put(&format!("files/{name}"), body.clone());
+    }
+    const MISSES: usize = 4_000;
+    let miss_body = |i: usize| test_bytes(2_000 + i % 7, 1_000 + i as u64);
+    for i in 0..MISSES {
+        up.put(&format!("files/m{i}.bin"), miss_body(i));
+    }
+    let remotes = generic(&up, "    cache:\n      index_ttl: 1\n");
+    let p = Arc::new(Proxy::start_on(
+        Some(b.clone()),
+        &unique_name(),
+        &remotes,
+        "",
+    ));
+    let c = client();
+    for (name, _) in &files {
+        let url = p.remote("gen", name);
+        c.get(&url).send().await.unwrap().bytes().await.unwrap();
+        wait_for_hit(&c, &url).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_miss = Arc::new(AtomicUsize::new(0));
+    let outcomes: Arc<Mutex<Vec<(&'static str, Outcome)>>> = Arc::default();
+    let phase: Arc<Mutex<&'static str>> = Arc::new(Mutex::new("before"));
+    let files = Arc::new(files);
+    let mut workers = Vec::new();
+    for w in 0..8usize {
+        let (p, c, stop, next_miss, outcomes, phase, files) = (
+            p.clone(),
+            c.clone(),
+            stop.clone(),
+            next_miss.clone(),
+            outcomes.clone(),
+            phase.clone(),
+            files.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut n = w;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (name, expected) = if n % 4 == 0 {
+                    let i = next_miss.fetch_add(1, Ordering::Relaxed) % MISSES;
+                    (format!("m{i}.bin"), miss_body(i))
+                } else {
+                    files[n % files.len()].clone()
+                };
+                let in_phase = *phase.lock().unwrap();
+                let started = Instant::now();
+                let got = tokio::time::timeout(Duration::from_secs(60), async {
+                    let r = c.get(p.remote("gen", &name)).send().await?;
+                    let status = r.status().as_u16();
+                    let body = r.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, body))
+                })
+                .await;
+                let outcome = match got {
+                    Ok(Ok((status, body))) => Outcome {
+                        name: name.clone(),
+                        ended_in: *phase.lock().unwrap(),
+                        status: Some(status),
+                        took: started.elapsed(),
+                        corrupt: status == 200 && body != expected,
+                    },
+                    // A body cut short by a failing backend is an error the client sees.
+                    Ok(Err(_)) => Outcome {
+                        name: name.clone(),
+                        ended_in: *phase.lock().unwrap(),
+                        status: None,
+                        took: started.elapsed(),
+                        corrupt: false,
+                    },
+                    Err(_) => Outcome {
+                        name: name.clone(),
+                        ended_in: *phase.lock().unwrap(),
+                        status: None,
+                        took: Duration::MAX,
+                        corrupt: false,
+                    },
+                };
+                outcomes.lock().unwrap().push((in_phase, outcome));
+            }
+        }));
+    }
+    let set_phase = |name: &'static str| *phase.lock().unwrap() = name;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    set_phase("redis");
+    let bb = b.clone();
+    tokio::task::spawn_blocking(move || bb.redis.stop())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bb = b.clone();
+    tokio::task::spawn_blocking(move || bb.redis.restart())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    set_phase("garage");
+    let bb = b.clone();
+    tokio::task::spawn_blocking(move || bb.garage.stop())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bb = b.clone();
+    tokio::task::spawn_blocking(move || bb.garage.restart())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    set_phase("after");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let count = |ph: &str| outcomes.iter().filter(|(p, _)| *p == ph).count();
+    // Failures of requests that started and ended in the phase.
+    let failed = |ph: &str| {
+        outcomes
+            .iter()
+            .filter(|(p, o)| *p == ph && o.ended_in == ph && o.status != Some(200))
+            .count()
+    };
+    for ph in ["before", "redis", "garage", "after"] {
+        eprintln!("{ph}: {} requests, {} not 200", count(ph), failed(ph));
+        assert!(count(ph) > 0, "no request ran during {ph}");
+        for (_, o) in outcomes
+            .iter()
+            .filter(|(p, o)| *p == ph && o.status != Some(200))
+            .take(5)
+        {
+            eprintln!(
+                "  {ph}: {} -> {:?} after {:?}, ended in {}",
+                o.name, o.status, o.took, o.ended_in
+            );
+        }
+    }
+    let slowest = outcomes.iter().map(|(_, o)| o.took).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(20),
+        "a request hung for {slowest:?} (backend timeouts are 2 s for Redis, 3 s to connect to S3)"
+    );
+    assert!(
+        !outcomes.iter().any(|(_, o)| o.corrupt),
+        "a 200 carried bytes that were not the upstream's"
+    );
+    for (_, o) in outcomes.iter() {
+        if let Some(s) = o.status {
+            assert!(
+                s == 200 || s == 502 || s == 503 || s == 504,
+                "unexpected status {s}"
+            );
+        }
+    }
+    assert_eq!(failed("before"), 0, "errors before any restart");
+    // While Redis is away, objects are served from S3 and fetched from upstream.
+    assert_eq!(failed("redis"), 0, "a Redis outage must not fail requests");
+
+    // Recovered: health, hits of every kind, and new misses, all correct, with no restart.
+    let mut healthy = false;
+    for _ in 0..100 {
+        if c.get(p.url("/health")).send().await.unwrap().status() == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "health recovers");
+    for (name, body) in files.iter() {
+        let r = c.get(p.remote("gen", name)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        assert_eq!(r.bytes().await.unwrap(), body, "{name}");
+    }
+    let i = next_miss.fetch_add(1, Ordering::Relaxed) % MISSES;
+    let r = c
+        .get(p.remote("gen", &format!("m{i}.bin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), miss_body(i));
+    assert_eq!(failed("after"), 0, "errors after both restarts");
 }
