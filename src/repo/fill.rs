@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::CacheStatus;
 use crate::error::Error;
-use crate::storage::ByteStream;
+use crate::storage::{ByteStream, read_cached};
 
 /// Bytes read from the spool per step.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
@@ -238,16 +238,23 @@ pub fn follow(rx: watch::Receiver<FillState>) -> ByteStream {
                     if f.offset < readable {
                         let n = (readable - f.offset).min(FOLLOW_CHUNK) as usize;
                         let offset = f.offset;
-                        let spool = p.spool.clone();
-                        let read = tokio::task::spawn_blocking(move || {
-                            let mut buf = vec![0u8; n];
-                            spool.read_exact_at(&mut buf, offset).map(|_| buf)
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+                        // Bytes just written are usually still in the page cache: read them
+                        // here; otherwise on the blocking pool.
+                        let read = match read_cached(&p.spool, offset, n) {
+                            Some(buf) => Ok(buf),
+                            None => {
+                                let spool = p.spool.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    let mut buf = vec![0u8; n];
+                                    spool.read_exact_at(&mut buf, offset).map(|_| buf)
+                                })
+                                .await
+                                .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+                            }
+                        };
                         return match read {
                             Ok(buf) => {
-                                f.offset += n as u64;
+                                f.offset += buf.len() as u64;
                                 Some((Ok(Bytes::from(buf)), Some(f)))
                             }
                             Err(e) => Some((Err(e), None)),

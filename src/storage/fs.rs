@@ -269,24 +269,10 @@ fn read_ahead(file: std::fs::File, start: u64, end: u64, from_disk: bool) -> sup
             (self.end - self.next).min(READ_CHUNK) as usize
         }
 
-        /// The next piece if the page cache holds (the start of) it; `None` when it would
-        /// have to wait for the disk, or the file system cannot tell.
         fn read_cached(&mut self) -> Option<Vec<u8>> {
-            let mut buf = vec![0u8; self.piece()];
-            let got = rustix::io::preadv2(
-                &*self.file,
-                &mut [io::IoSliceMut::new(&mut buf)],
-                self.next,
-                rustix::io::ReadWriteFlags::NOWAIT,
-            );
-            match got {
-                Ok(n) if n > 0 => {
-                    buf.truncate(n);
-                    self.next += n as u64;
-                    Some(buf)
-                }
-                _ => None,
-            }
+            let buf = read_cached(&self.file, self.next, self.piece())?;
+            self.next += buf.len() as u64;
+            Some(buf)
         }
 
         fn start_read(&mut self) {
@@ -338,6 +324,27 @@ fn read_ahead(file: std::fs::File, start: u64, end: u64, from_disk: bool) -> sup
         Some((Ok(Bytes::from(buf)), state))
     })
     .boxed()
+}
+
+/// Up to `len` bytes of `file` at `offset`, if the page cache holds (the start of) them:
+/// `preadv2` with `RWF_NOWAIT` never waits for the disk, so this may run on an async worker.
+/// `None` when the bytes would have to come from the disk, at the end of the file, or when the
+/// file system cannot tell; the caller then reads on the blocking pool.
+pub(crate) fn read_cached(file: &std::fs::File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let got = rustix::io::preadv2(
+        file,
+        &mut [io::IoSliceMut::new(&mut buf)],
+        offset,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    );
+    match got {
+        Ok(n) if n > 0 => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        _ => None,
+    }
 }
 
 /// Removes temp files whose writing process is gone. Used for objects and metadata records.

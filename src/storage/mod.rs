@@ -15,7 +15,7 @@ use crate::config::{Config, StorageBackend};
 use crate::error::Result;
 
 pub use fs::{FsStorage, FsWriter, TEMP_DIR, TEMP_PREFIX};
-pub(crate) use fs::{sweep_dir, walk};
+pub(crate) use fs::{read_cached, sweep_dir, walk};
 pub use s3::{S3Storage, S3Writer};
 
 /// A stream of object bytes.
