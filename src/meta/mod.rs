@@ -1,8 +1,10 @@
 //! Cache metadata: one record per stored object (size, digest, upstream validators, class,
 //! expiry) and short-lived negative entries for upstream 404s, behind the configured backend.
 
+mod coordination;
 mod embedded;
 mod redis;
+mod redis_commits;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,7 @@ use crate::config::{Config, MetadataBackend};
 use crate::error::Result;
 use crate::package::CacheClass;
 
+pub use coordination::{CommitWatch, Coordinator};
 pub use embedded::EmbeddedMeta;
 pub use redis::RedisMeta;
 
@@ -83,6 +86,8 @@ impl MetaStore {
         }
     }
 
+    /// Writes the record of `key`; with a shared backend this also wakes the replicas waiting
+    /// for its commit.
     pub async fn put(&self, key: &str, meta: &ObjectMeta) -> Result<()> {
         match self {
             MetaStore::Embedded(m) => m.put(key, meta).await,
@@ -112,11 +117,11 @@ impl MetaStore {
         }
     }
 
-    /// The shared backend that can coordinate fills across replicas, if this is one.
-    pub fn shared(&self) -> Option<&RedisMeta> {
+    /// Fill coordination across replicas, when the backend is shared by them.
+    pub fn coordination(&self) -> Option<Coordinator<'_>> {
         match self {
             MetaStore::Embedded(_) => None,
-            MetaStore::Redis(m) => Some(m),
+            MetaStore::Redis(m) => Some(Coordinator::new(m)),
         }
     }
 
@@ -136,7 +141,7 @@ impl MetaStore {
         }
     }
 
-    /// Remembers an upstream 404 for `key` until `expires_at_ms`.
+    /// Remembers an upstream 404 for `key` until `expires_at_ms` (waking waiters, as `put`).
     pub async fn put_negative(&self, key: &str, expires_at_ms: u64) -> Result<()> {
         match self {
             MetaStore::Embedded(m) => {

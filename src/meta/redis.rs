@@ -11,12 +11,18 @@
 //! | `P` `fresh:` KEY | `1` while the object may be served without asking upstream | the TTL |
 //! | `P` `neg:` KEY | `1` while an upstream 404 is remembered | `negative_ttl` |
 //! | `P` `lease:` KEY | token of the replica filling KEY | a few seconds, renewed |
+//!
+//! Writing a record, remembering a 404 and releasing a lease also publish KEY on the channel
+//! `P` `commits`, in the same transaction, for the replicas waiting on KEY
+//! ([`super::redis_commits`]).
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, Script};
 
+use super::coordination::CommitWatch;
+use super::redis_commits::CommitSubscriber;
 use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
 
@@ -28,6 +34,7 @@ const BATCH: usize = 500;
 pub struct RedisMeta {
     conn: ConnectionManager,
     prefix: String,
+    commits: CommitSubscriber,
 }
 
 /// Redis errors carry the server address but never the password; still, keep them short.
@@ -71,11 +78,14 @@ impl RedisMeta {
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
+        let prefix = key_prefix.unwrap_or("artifactapi:").to_string();
+        let commits = CommitSubscriber::new(client.clone(), format!("{prefix}commits"));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(redis_error("connecting to Redis"))?;
         Ok(RedisMeta {
             conn,
-            prefix: key_prefix.unwrap_or("artifactapi:").to_string(),
+            prefix,
+            commits,
         })
     }
 
@@ -132,6 +142,7 @@ impl RedisMeta {
                 pipe.del(self.k("fresh", key)).ignore();
             }
         }
+        pipe.publish(self.commits.channel(), key).ignore();
         self.run_pipe::<()>("writing a record", &pipe).await
     }
 
@@ -231,15 +242,17 @@ impl RedisMeta {
 
     pub async fn put_negative(&self, key: &str, expires_at_ms: u64) -> Result<()> {
         let ttl = expires_at_ms.saturating_sub(crate::now_ms()).max(1);
-        self.run(
-            "writing a negative entry",
-            redis::cmd("SET")
-                .arg(self.k("neg", key))
-                .arg(1)
-                .arg("PX")
-                .arg(ttl),
-        )
-        .await
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.k("neg", key))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .publish(self.commits.channel(), key)
+            .ignore();
+        self.run_pipe("writing a negative entry", &pipe).await
     }
 
     pub async fn clear_negative(&self, prefix: &str) -> Result<u64> {
@@ -289,14 +302,18 @@ impl RedisMeta {
         Ok(n == 1)
     }
 
-    /// Gives a lease back, if it is still ours.
+    /// Gives a lease back, if it is still ours, and tells the replicas waiting on it.
     pub async fn release_lease(&self, key: &str, token: &str) -> Result<()> {
         let script = Script::new(
             "if redis.call('get', KEYS[1]) == ARGV[1] then \
-             return redis.call('del', KEYS[1]) else return 0 end",
+             redis.call('del', KEYS[1]); redis.call('publish', ARGV[2], ARGV[3]); \
+             return 1 else return 0 end",
         );
         let mut inv = script.prepare_invoke();
-        inv.key(self.k("lease", key)).arg(token);
+        inv.key(self.k("lease", key))
+            .arg(token)
+            .arg(self.commits.channel())
+            .arg(key);
         let mut conn = self.conn.clone();
         match tokio::time::timeout(OP_TIMEOUT, inv.invoke_async::<i64>(&mut conn)).await {
             Ok(r) => r.map(|_| ()).map_err(redis_error("releasing a fill lease")),
@@ -313,6 +330,12 @@ impl RedisMeta {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    /// Wakes on [`Self::put`], [`Self::put_negative`] and [`Self::release_lease`] of `key`, by
+    /// any replica.
+    pub fn watch_commits(&self, key: &str) -> CommitWatch {
+        self.commits.watch(key)
     }
 
     pub async fn check(&self) -> Result<()> {

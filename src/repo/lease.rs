@@ -1,8 +1,10 @@
 //! Cross-replica coalescing. Before a replica asks upstream for a key it takes a short lease on
 //! the key in the shared metadata store (renewed while the fill runs, released at its end). A
 //! replica that finds the lease taken waits for the holder's commit and then serves the stored
-//! object; a lease whose holder died simply expires. Without a shared store, or while it is
-//! unreachable, fills go ahead uncoordinated (each replica still coalesces its own clients).
+//! object: it wakes on the store's commit notification for the key and looks again at a slow
+//! pace in case a notification is lost; a lease whose holder died simply expires. Without a
+//! shared store, or while it is unreachable, fills go ahead uncoordinated (each replica still
+//! coalesces its own clients).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +17,9 @@ use crate::meta::ObjectMeta;
 const LEASE_TTL: Duration = Duration::from_secs(8);
 /// How often a held lease is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(2);
-/// How often a waiting replica looks for the commit.
-const POLL: Duration = Duration::from_millis(100);
+/// How often a waiting replica looks for the commit when no notification comes (a lost message,
+/// a listener reconnecting, a lease that expired).
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// Longest wait on another replica's fill before fetching anyway.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -35,7 +38,7 @@ pub enum Claim {
 /// Takes the fill lease of `key`, or waits for the replica that holds it. `stale` is the record
 /// being revalidated, if any: a commit counts only when it is newer.
 pub async fn claim(cache: &Arc<Cache>, key: &str, stale: Option<&ObjectMeta>) -> Claim {
-    let Some(shared) = cache.meta.shared() else {
+    let Some(shared) = cache.meta.coordination() else {
         return Claim::Mine(None);
     };
     let token = format!(
@@ -48,6 +51,8 @@ pub async fn claim(cache: &Arc<Cache>, key: &str, stale: Option<&ObjectMeta>) ->
         m.is_fresh(crate::now_ms()) && stale.is_none_or(|s| m.fetched_at_ms > s.fetched_at_ms)
     };
     let deadline = Instant::now() + MAX_WAIT;
+    // Listening starts before the first look at the lease, so a commit after it always wakes us.
+    let mut commits = shared.watch_commits(key);
     loop {
         match shared.try_lease(key, &token, LEASE_TTL).await {
             Ok(true) => {
@@ -68,7 +73,7 @@ pub async fn claim(cache: &Arc<Cache>, key: &str, stale: Option<&ObjectMeta>) ->
         }
         tracing::debug!(key, "another replica is filling; waiting for its commit");
         loop {
-            tokio::time::sleep(POLL).await;
+            commits.wait(FALLBACK_POLL).await;
             match cache.meta.get(key).await {
                 Ok(Some(m)) if filled(&m) => return Claim::FilledElsewhere,
                 Ok(_) => {}
@@ -112,7 +117,7 @@ impl LeaseGuard {
         let renewer = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
-                if let Some(shared) = c.meta.shared() {
+                if let Some(shared) = c.meta.coordination() {
                     match shared.renew_lease(&k, &t, LEASE_TTL).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -145,7 +150,7 @@ impl Drop for LeaseGuard {
         let token = std::mem::take(&mut self.token);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Some(shared) = cache.meta.shared() {
+                if let Some(shared) = cache.meta.coordination() {
                     let _ = shared.release_lease(&key, &token).await;
                 }
             });
