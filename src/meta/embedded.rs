@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
-use crate::storage::{TEMP_DIR, TEMP_PREFIX, sweep_dir, walk};
+use crate::storage::{TEMP_DIR, TEMP_PREFIX, is_absent, sweep_dir, walk};
 
 const SUFFIX: &str = ".json";
 
@@ -228,13 +228,6 @@ impl EmbeddedMeta {
             .map(|_| ())
             .map_err(Error::metadata("metadata directory"))
     }
-}
-
-fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 #[cfg(test)]

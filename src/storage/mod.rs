@@ -2,6 +2,7 @@
 //! Objects are addressed by readable keys `{repository}/{path}`; a write is invisible until it
 //! is committed whole, and a writer dropped before commit leaves nothing behind.
 
+mod files;
 mod fs;
 mod s3;
 
@@ -14,8 +15,9 @@ use futures::Stream;
 use crate::config::{Config, StorageBackend};
 use crate::error::Result;
 
-pub use fs::{FsStorage, FsWriter, TEMP_DIR, TEMP_PREFIX};
-pub(crate) use fs::{read_cached, sweep_dir, walk};
+pub use files::{TEMP_DIR, TEMP_PREFIX};
+pub(crate) use files::{is_absent, read_cached, sweep_dir, walk};
+pub use fs::{FsStorage, FsWriter};
 pub use s3::{S3Storage, S3Writer};
 
 /// A stream of object bytes.
