@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::files::{TEMP_DIR, TEMP_PREFIX, is_absent, read_cached, sweep_dir, walk};
-use super::{ByteRange, ObjectEntry, ObjectRead};
+use super::{ByteRange, ObjectEntry, ObjectRead, StorageKey};
 use crate::error::{Error, Result};
 
 /// Objects at most this large are read in one go on a hit.
@@ -40,14 +40,7 @@ impl FsStorage {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
-        let safe = !key.is_empty()
-            && key
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\'));
-        if !safe {
-            return Err(Error::BadPath(format!("unsafe storage key {key:?}")));
-        }
-        Ok(self.objects.join(key))
+        Ok(self.objects.join(StorageKey::parse(key)?.as_str()))
     }
 
     pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {

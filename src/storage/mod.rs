@@ -4,6 +4,7 @@
 
 mod files;
 mod fs;
+mod key;
 mod s3;
 
 use std::io;
@@ -18,6 +19,7 @@ use crate::error::Result;
 pub use files::{TEMP_DIR, TEMP_PREFIX};
 pub(crate) use files::{is_absent, read_cached, sweep_dir, walk};
 pub use fs::{FsStorage, FsWriter};
+pub use key::StorageKey;
 pub use s3::{S3Storage, S3Writer};
 
 /// A stream of object bytes.
