@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
-use crate::storage::{TEMP_DIR, TEMP_PREFIX, sweep_dir, walk};
+use crate::storage::{StorageKey, TEMP_DIR, TEMP_PREFIX, is_absent, sweep_dir, walk};
 
 const SUFFIX: &str = ".json";
 
@@ -79,13 +79,8 @@ impl EmbeddedMeta {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
-        let safe = !key.is_empty()
-            && key
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !safe {
-            return Err(Error::BadPath(format!("unsafe metadata key {key:?}")));
-        }
+        let key = StorageKey::parse(key)
+            .map_err(|_| Error::BadPath(format!("unsafe metadata key {key:?}")))?;
         Ok(self.root.join(format!("{key}{SUFFIX}")))
     }
 
@@ -228,13 +223,6 @@ impl EmbeddedMeta {
             .map(|_| ())
             .map_err(Error::metadata("metadata directory"))
     }
-}
-
-fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 #[cfg(test)]

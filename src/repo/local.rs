@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{Cache, CacheStatus, Engine, RepoPath, Served};
 use crate::config::{PackageKind, RepoConfig, RepoKind};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::{CacheClass, classify};
-use crate::storage::ByteRange;
+use crate::storage::{ByteRange, CommitError, Expect, Mismatch};
 
 /// Bytes gathered from the client before a write to storage.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -36,7 +36,7 @@ pub struct Uploaded {
     /// False when an existing file was replaced (`allow_overwrite`).
     pub created: bool,
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Sha256Digest,
 }
 
 /// One entry of a directory listing.
@@ -49,7 +49,7 @@ pub struct ListEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256Digest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uploaded_at_ms: Option<u64>,
 }
@@ -131,14 +131,13 @@ impl LocalRepo {
         }
     }
 
-    /// Stores `body` at `path`. With `expected_sha256` (lower-case hex) the body must hash to
-    /// it. Nothing is visible until the whole body is in and checked; on any failure nothing
-    /// is kept.
+    /// Stores `body` at `path`. With `expected_sha256` the body must hash to it. Nothing is
+    /// visible until the whole body is in and checked; on any failure nothing is kept.
     pub async fn put<S>(
         &self,
         path: &RepoPath,
         body: S,
-        expected_sha256: Option<&str>,
+        expected_sha256: Option<&Sha256Digest>,
         content_type: Option<String>,
     ) -> Result<Uploaded>
     where
@@ -158,15 +157,11 @@ impl LocalRepo {
         self.check_no_clash(path).await?;
 
         let mut writer = storage.writer(&key).await?;
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
         let mut batch = BytesMut::with_capacity(WRITE_BATCH);
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
             let chunk = chunk
                 .map_err(|e| Error::BadRequest(format!("the upload body ended early: {e}")))?;
-            hasher.update(&chunk);
-            total += chunk.len() as u64;
             batch.extend_from_slice(&chunk);
             if batch.len() >= WRITE_BATCH {
                 writer.write(batch.split().freeze()).await?;
@@ -175,19 +170,21 @@ impl LocalRepo {
         if !batch.is_empty() {
             writer.write(batch.split().freeze()).await?;
         }
-        let sha256 = hex::encode(hasher.finalize());
-        if let Some(want) = expected_sha256
-            && want != sha256
-        {
-            return Err(Error::ChecksumMismatch {
-                expected: want.to_string(),
-                actual: sha256,
-            });
-        }
-        writer.commit().await?;
+        let expect = Expect::default().sha256(expected_sha256);
+        let committed = match writer.commit_verified(expect).await {
+            Ok(c) => c,
+            Err(CommitError::Mismatch(Mismatch::Sha256 { expected, actual })) => {
+                return Err(Error::ChecksumMismatch {
+                    expected: expected.hex(),
+                    actual: actual.hex(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (total, sha256) = (committed.size, committed.sha256);
         let meta = ObjectMeta {
             size: total,
-            sha256: sha256.clone(),
+            sha256: sha256.hex(),
             etag: None,
             last_modified: None,
             content_type,
@@ -338,7 +335,7 @@ impl LocalRepo {
                             name: rel.to_string(),
                             kind: "file",
                             size: Some(obj.size),
-                            sha256: meta.map(|m| m.sha256.clone()),
+                            sha256: meta.and_then(record_digest),
                             uploaded_at_ms: meta.map(|m| m.fetched_at_ms),
                         },
                     );
@@ -363,7 +360,12 @@ fn served_from(meta: Option<&ObjectMeta>, content_length: u64) -> Served {
         content_type: meta.and_then(|m| m.content_type.clone()),
         etag: meta.map(|m| format!("\"{}\"", m.sha256)),
         last_modified,
-        digest: meta.map(|m| format!("sha256:{}", m.sha256)),
+        digest: meta.and_then(record_digest).map(|d| d.to_string()),
         body: None,
     }
+}
+
+/// The digest a record holds (records carry the bare hex).
+fn record_digest(meta: &ObjectMeta) -> Option<Sha256Digest> {
+    Sha256Digest::from_hex(&meta.sha256).ok()
 }

@@ -15,6 +15,7 @@ use super::auth::Caller;
 use super::respond::{parse_range, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::digest::Sha256Digest;
 use crate::error::Error;
 use crate::repo::{LocalRepo, RepoPath};
 
@@ -157,7 +158,7 @@ pub async fn put(
         .map(str::to_string);
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     match repo
-        .put(&path, stream, expected.as_deref(), content_type)
+        .put(&path, stream, expected.as_ref(), content_type)
         .await
     {
         Ok(up) => {
@@ -209,7 +210,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, uri: Uri) -> 
 }
 
 /// `X-Checksum-Sha256`: 64 hex digits, optionally prefixed `sha256:`.
-fn expected_sha256(headers: &HeaderMap) -> Result<Option<String>, Error> {
+fn expected_sha256(headers: &HeaderMap) -> Result<Option<Sha256Digest>, Error> {
     let Some(v) = headers.get(X_CHECKSUM_SHA256) else {
         return Ok(None);
     };
@@ -218,11 +219,10 @@ fn expected_sha256(headers: &HeaderMap) -> Result<Option<String>, Error> {
         .strip_prefix("sha256:")
         .unwrap_or(raw)
         .to_ascii_lowercase();
-    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(Some(hex))
-    } else {
-        Err(Error::BadRequest(
+    match Sha256Digest::from_hex(&hex) {
+        Ok(d) => Ok(Some(d)),
+        Err(_) => Err(Error::BadRequest(
             "X-Checksum-Sha256 must be 64 hexadecimal digits".into(),
-        ))
+        )),
     }
 }

@@ -10,13 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{ByteRange, ObjectEntry, ObjectRead};
+use super::files::{TEMP_DIR, TEMP_PREFIX, is_absent, read_cached, sweep_dir, walk};
+use super::{ByteRange, ObjectEntry, ObjectRead, StorageKey};
 use crate::error::{Error, Result};
-
-/// Temp files start with this; request paths may not (see `repo::path`).
-pub const TEMP_PREFIX: &str = ".artifactapi-tmp-";
-/// The directory, under a data root, that holds temp files.
-pub const TEMP_DIR: &str = "tmp";
 
 /// Objects at most this large are read in one go on a hit.
 const SMALL_OBJECT: u64 = 128 * 1024;
@@ -44,14 +40,7 @@ impl FsStorage {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
-        let safe = !key.is_empty()
-            && key
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\'));
-        if !safe {
-            return Err(Error::BadPath(format!("unsafe storage key {key:?}")));
-        }
-        Ok(self.objects.join(key))
+        Ok(self.objects.join(StorageKey::parse(key)?.as_str()))
     }
 
     pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
@@ -324,75 +313,6 @@ fn read_ahead(file: std::fs::File, start: u64, end: u64, from_disk: bool) -> sup
         Some((Ok(Bytes::from(buf)), state))
     })
     .boxed()
-}
-
-/// Up to `len` bytes of `file` at `offset`, if the page cache holds (the start of) them:
-/// `preadv2` with `RWF_NOWAIT` never waits for the disk, so this may run on an async worker.
-/// `None` when the bytes would have to come from the disk, at the end of the file, or when the
-/// file system cannot tell; the caller then reads on the blocking pool.
-pub(crate) fn read_cached(file: &std::fs::File, offset: u64, len: usize) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let got = rustix::io::preadv2(
-        file,
-        &mut [io::IoSliceMut::new(&mut buf)],
-        offset,
-        rustix::io::ReadWriteFlags::NOWAIT,
-    );
-    match got {
-        Ok(n) if n > 0 => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        _ => None,
-    }
-}
-
-/// Removes temp files whose writing process is gone. Used for objects and metadata records.
-pub(crate) fn sweep_dir(root: &Path) -> io::Result<u64> {
-    let mut removed = 0;
-    walk(root, &mut |path, _| {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            return;
-        };
-        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
-            return;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive && std::fs::remove_file(path).is_ok() {
-            removed += 1;
-        }
-    })?;
-    Ok(removed)
-}
-
-/// Depth-first walk over regular files; a missing start directory is an empty walk.
-pub(crate) fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if is_absent(&e) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        let path = entry.path();
-        if ft.is_dir() {
-            walk(&path, f)?;
-        } else if ft.is_file()
-            && let Ok(meta) = entry.metadata()
-        {
-            f(&path, &meta);
-        }
-    }
-    Ok(())
-}
-
-fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 fn join_error(e: tokio::task::JoinError) -> Error {

@@ -1,9 +1,13 @@
 //! Object storage: a streaming get/put/head/delete/list interface over the configured backend.
-//! Objects are addressed by readable keys `{repository}/{path}`; a write is invisible until it
-//! is committed whole, and a writer dropped before commit leaves nothing behind.
+//! Objects are addressed by readable keys `{repository}/{path}` (checked by [`StorageKey`]); a
+//! write is counted and hashed as it goes, invisible until it is committed whole and matches
+//! what the caller expects, and a writer dropped before commit leaves nothing behind.
 
+mod files;
 mod fs;
+mod key;
 mod s3;
+mod writer;
 
 use std::io;
 use std::pin::Pin;
@@ -14,9 +18,13 @@ use futures::Stream;
 use crate::config::{Config, StorageBackend};
 use crate::error::Result;
 
-pub use fs::{FsStorage, FsWriter, TEMP_DIR, TEMP_PREFIX};
-pub(crate) use fs::{read_cached, sweep_dir, walk};
+pub use files::{TEMP_DIR, TEMP_PREFIX};
+pub(crate) use files::{is_absent, read_cached, sweep_dir, walk};
+pub use fs::{FsStorage, FsWriter};
+pub use key::StorageKey;
 pub use s3::{S3Storage, S3Writer};
+use writer::BackendWriter;
+pub use writer::{CommitError, Expect, Mismatch, StorageWriter};
 
 /// A stream of object bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -99,12 +107,12 @@ impl Storage {
         }
     }
 
-    /// Starts writing `key`. Nothing is visible until [`StorageWriter::commit`].
+    /// Starts writing `key`. Nothing is visible until [`StorageWriter::commit_verified`].
     pub async fn writer(&self, key: &str) -> Result<StorageWriter> {
-        match self {
-            Storage::Fs(s) => Ok(StorageWriter::Fs(s.writer(key).await?)),
-            Storage::S3(s) => Ok(StorageWriter::S3(s.writer(key).await?)),
-        }
+        Ok(match self {
+            Storage::Fs(s) => StorageWriter::new(BackendWriter::Fs(s.writer(key).await?)),
+            Storage::S3(s) => StorageWriter::new(BackendWriter::S3(s.writer(key).await?)),
+        })
     }
 
     /// Removes `key`; true when it existed.
@@ -152,38 +160,6 @@ impl Storage {
         match self {
             Storage::Fs(s) => s.check().await,
             Storage::S3(s) => s.check().await,
-        }
-    }
-}
-
-/// An object being written. Dropping it without `commit` discards what was written.
-pub enum StorageWriter {
-    Fs(FsWriter),
-    S3(S3Writer),
-}
-
-impl StorageWriter {
-    /// Appends bytes.
-    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        match self {
-            StorageWriter::Fs(w) => w.write(chunk).await,
-            StorageWriter::S3(w) => w.write(chunk).await,
-        }
-    }
-
-    /// Makes the object visible under its key, atomically replacing any previous one.
-    pub async fn commit(self) -> Result<()> {
-        match self {
-            StorageWriter::Fs(w) => w.commit().await,
-            StorageWriter::S3(w) => w.commit().await,
-        }
-    }
-
-    /// A read handle on the bytes written so far, for clients that follow a fill while it runs.
-    pub fn spool_reader(&self) -> io::Result<std::fs::File> {
-        match self {
-            StorageWriter::Fs(w) => w.spool_reader(),
-            StorageWriter::S3(w) => w.spool_reader(),
         }
     }
 }

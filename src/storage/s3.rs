@@ -22,7 +22,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{ByteRange, ObjectEntry, ObjectRead, TEMP_PREFIX};
+use super::{ByteRange, ObjectEntry, ObjectRead, StorageKey, TEMP_PREFIX};
 use crate::config::{ChecksumMode, StorageConfig};
 use crate::error::{Error, Result};
 
@@ -126,14 +126,7 @@ impl S3Storage {
     }
 
     fn full(&self, key: &str) -> Result<String> {
-        let safe = !key.is_empty()
-            && key
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !safe {
-            return Err(Error::BadPath(format!("unsafe storage key {key:?}")));
-        }
-        Ok(format!("{}{key}", self.prefix))
+        Ok(format!("{}{}", self.prefix, StorageKey::parse(key)?))
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<u64>> {
