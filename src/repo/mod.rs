@@ -8,7 +8,6 @@ pub mod flush;
 pub mod hot;
 pub mod lease;
 pub mod local;
-pub mod path;
 pub mod remote;
 pub mod virtual_repo;
 
@@ -23,7 +22,7 @@ use crate::storage::{ByteStream, Storage};
 
 pub use fill::Inflight;
 pub use local::LocalRepo;
-pub use path::RepoPath;
+pub use crate::path::RepoPath;
 pub use remote::RemoteRepo;
 
 /// Where a response came from, reported as `X-Cache`.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{BaseUrl, PackageKind, RepoConfig, Secret};
 use crate::error::{Error, Result};
-use crate::repo::path::RepoPath;
+use crate::path::RepoPath;
 
 /// The `User-Agent` sent upstream.
 pub const USER_AGENT: &str = concat!("artifactapi/", env!("CARGO_PKG_VERSION"));
