@@ -3,9 +3,9 @@
 //! repository. Callers ask it for a repository and then for a path; it never sees HTTP serving.
 
 pub mod docker;
-pub mod fill;
 pub mod flush;
 pub mod hot;
+pub mod inflight;
 pub mod lease;
 pub mod local;
 pub mod remote;
@@ -20,9 +20,9 @@ use crate::meta::MetaStore;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, Storage};
 
-pub use fill::Inflight;
-pub use local::LocalRepo;
 pub use crate::path::RepoPath;
+pub use inflight::Inflight;
+pub use local::LocalRepo;
 pub use remote::RemoteRepo;
 
 /// Where a response came from, reported as `X-Cache`.
