@@ -16,6 +16,7 @@ pub mod error;
 pub mod meta;
 pub mod metrics;
 pub mod package;
+pub mod path;
 pub mod repo;
 pub mod server;
 pub mod storage;

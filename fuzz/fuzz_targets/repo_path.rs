@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let joined = path.as_str();
     assert!(!joined.is_empty());
-    assert!(joined.len() <= artifactapi::repo::path::MAX_PATH);
+    assert!(joined.len() <= artifactapi::path::MAX_PATH);
     for seg in path.segments() {
         assert!(
             !seg.is_empty() && seg != "." && seg != "..",

@@ -3,12 +3,11 @@
 //! repository. Callers ask it for a repository and then for a path; it never sees HTTP serving.
 
 pub mod docker;
-pub mod fill;
 pub mod flush;
 pub mod hot;
+pub mod inflight;
 pub mod lease;
 pub mod local;
-pub mod path;
 pub mod remote;
 pub mod virtual_repo;
 
@@ -21,9 +20,9 @@ use crate::meta::MetaStore;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, Storage};
 
-pub use fill::Inflight;
+pub use crate::path::RepoPath;
+pub use inflight::Inflight;
 pub use local::LocalRepo;
-pub use path::RepoPath;
 pub use remote::RemoteRepo;
 
 /// Where a response came from, reported as `X-Cache`.

@@ -2,6 +2,7 @@
 //! URLs built only from `base_url` and a validated path, conditional requests, registry
 //! challenges (bearer tokens, Basic), and the mapping of transport failures to core errors.
 
+mod answer;
 pub mod auth;
 
 use reqwest::header::{
@@ -10,10 +11,16 @@ use reqwest::header::{
 };
 use reqwest::{Method, Response, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use prometheus::{Histogram, IntCounterVec};
 
 use crate::config::{BaseUrl, PackageKind, RepoConfig, Secret};
 use crate::error::{Error, Result};
-use crate::repo::path::RepoPath;
+use crate::metrics::Metrics;
+use crate::path::RepoPath;
+
+pub use answer::{Answer, BodyStream, DOCKER_CONTENT_DIGEST, Head};
 
 /// The `User-Agent` sent upstream.
 pub const USER_AGENT: &str = concat!("artifactapi/", env!("CARGO_PKG_VERSION"));
@@ -50,6 +57,15 @@ pub struct Upstream {
     /// per object.
     basic_challenged: AtomicBool,
     tokens: auth::TokenCache,
+    /// Where each request's latency and status are recorded, once a repository is named.
+    observer: Option<Observer>,
+}
+
+/// The upstream request metrics of one repository.
+struct Observer {
+    repository: String,
+    latency: Histogram,
+    requests: IntCounterVec,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -88,7 +104,50 @@ impl Upstream {
             preemptive_basic: repo.package != PackageKind::Docker,
             basic_challenged: AtomicBool::new(false),
             tokens: auth::TokenCache::default(),
+            observer: None,
         }))
+    }
+
+    /// Records every request of this upstream in `metrics` under `repository`.
+    pub fn observed_as(mut self, repository: &str, metrics: &Metrics) -> Upstream {
+        self.observer = Some(Observer {
+            repository: repository.to_string(),
+            latency: metrics.upstream_latency.with_label_values(&[repository]),
+            requests: metrics.upstream_requests.clone(),
+        });
+        self
+    }
+
+    /// A `GET` of `path`: the body streams as it arrives.
+    pub async fn get(&self, path: &RepoPath, opts: &RequestOptions<'_>) -> Result<Answer> {
+        self.observed(Method::GET, path, opts).await
+    }
+
+    /// A `HEAD` of `path`: the answer's body is empty.
+    pub async fn head(&self, path: &RepoPath, opts: &RequestOptions<'_>) -> Result<Answer> {
+        self.observed(Method::HEAD, path, opts).await
+    }
+
+    /// Sends one request and records its latency and status (or "error").
+    async fn observed(
+        &self,
+        method: Method,
+        path: &RepoPath,
+        opts: &RequestOptions<'_>,
+    ) -> Result<Answer> {
+        let started = Instant::now();
+        let result = self.send(method, path, opts).await;
+        if let Some(o) = &self.observer {
+            o.latency.observe(started.elapsed().as_secs_f64());
+            let status = match &result {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            };
+            o.requests
+                .with_label_values(&[o.repository.as_str(), status.as_str()])
+                .inc();
+        }
+        result.map(Answer::from_response)
     }
 
     /// `base_url` + `/` + the encoded path. The path was validated, so the result stays on
@@ -100,7 +159,7 @@ impl Upstream {
     /// Sends `method` for `path`. Redirects are followed; reqwest drops the `Authorization`
     /// header when one leads to another host. A 401 with a Bearer or Basic challenge is
     /// answered once (anonymously when the remote has no credentials).
-    pub async fn send(
+    async fn send(
         &self,
         method: Method,
         path: &RepoPath,

@@ -2,10 +2,11 @@
 //! storage alone (file class as a hit, index class as a stale copy); what storage lacks is
 //! fetched from upstream as usual.
 
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{Fetch, MAX_MANIFEST, RemoteRepo};
+use super::manifest::{MAX_MANIFEST, media_type_of};
+use super::serve::once;
+use super::{Fetch, RemoteRepo};
 use crate::error::{Error, Result};
 use crate::package::CacheClass;
 use crate::repo::{CacheStatus, Served};
@@ -27,73 +28,55 @@ impl RemoteRepo {
         };
         tracing::warn!(repository = %self.name, key, error = %crate::error_chain(cause), "metadata unavailable; serving from storage alone");
         if fetch.manifest.is_some() {
-            // Clients need a manifest's media type and digest: read it (it is small).
-            let Some(size) = self.cache.storage.head(key).await? else {
-                return Ok(None);
-            };
-            if size > MAX_MANIFEST {
-                return Ok(None);
-            }
-            let Some(read) = self.cache.storage.get(key, None).await? else {
-                return Ok(None);
-            };
-            let mut buf = Vec::with_capacity(size as usize);
-            let mut body = read.body;
-            while let Some(chunk) = body.next().await {
-                buf.extend_from_slice(&chunk.map_err(Error::storage(format!("reading {key}")))?);
-            }
-            let digest = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
-            let content_type = self.manifest_media_type(key, size).await;
-            let total = buf.len() as u64;
-            let (body, served_range) = match range.map(|r| r.resolve(total)) {
-                None => (buf, None),
-                Some(None) => return Err(Error::RangeNotSatisfiable { size: total }),
-                Some(Some((a, b))) => (buf[a as usize..=b as usize].to_vec(), Some((a, b, total))),
-            };
-            return Ok(Some(Served {
-                cache: status,
-                content_length: Some(body.len() as u64),
-                range: served_range,
-                content_type,
-                etag: None,
-                last_modified: None,
-                digest: Some(digest),
-                body: (!head_only).then(|| {
-                    futures::stream::once(async move { Ok(bytes::Bytes::from(body)) }).boxed()
-                }),
-            }));
+            return self
+                .serve_unrecorded_manifest(fetch, range, head_only, status)
+                .await;
         }
         if head_only {
             let Some(size) = self.cache.storage.head(key).await? else {
                 return Ok(None);
             };
-            return Ok(Some(Served {
-                cache: status,
-                content_length: Some(size),
-                range: None,
-                content_type: None,
-                etag: None,
-                last_modified: None,
-                digest: fetch.expected_digest.clone(),
-                body: None,
-            }));
+            return Ok(Some(Served::from_size(fetch, None, status, size)));
         }
         let Some(read) = self.cache.storage.get(key, range).await? else {
             return Ok(None);
         };
-        let content_length = match read.range {
-            Some((a, b)) => b - a + 1,
-            None => read.size,
+        Ok(Some(Served::from_read(fetch, None, status, read)))
+    }
+
+    /// Clients need a manifest's media type and digest: read it (it is small).
+    async fn serve_unrecorded_manifest(
+        &self,
+        fetch: &Fetch,
+        range: Option<ByteRange>,
+        head_only: bool,
+        status: CacheStatus,
+    ) -> Result<Option<Served>> {
+        let key = &fetch.key;
+        let Some(size) = self.cache.storage.head(key).await? else {
+            return Ok(None);
+        };
+        if size > MAX_MANIFEST {
+            return Ok(None);
+        }
+        let Some(document) = self.read_whole(key, size, MAX_MANIFEST).await? else {
+            return Ok(None);
+        };
+        let total = document.len() as u64;
+        let (body, served_range) = match range.map(|r| r.resolve(total)) {
+            None => (document.clone(), None),
+            Some(None) => return Err(Error::RangeNotSatisfiable { size: total }),
+            Some(Some((a, b))) => (document.slice(a as usize..=b as usize), Some((a, b, total))),
         };
         Ok(Some(Served {
             cache: status,
-            content_length: Some(content_length),
-            range: read.range.map(|(a, b)| (a, b, read.size)),
-            content_type: None,
+            content_length: Some(body.len() as u64),
+            range: served_range,
+            content_type: media_type_of(&document),
             etag: None,
             last_modified: None,
-            digest: fetch.expected_digest.clone(),
-            body: Some(read.body),
+            digest: Some(format!("sha256:{}", hex::encode(Sha256::digest(&document)))),
+            body: (!head_only).then(|| once(body)),
         }))
     }
 }

@@ -16,25 +16,15 @@ use tokio::sync::watch;
 use super::CacheStatus;
 use crate::error::Error;
 use crate::storage::{ByteStream, read_cached};
+use crate::upstream::Head;
 
 /// Bytes read from the spool per step.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
 
-/// Response details known once upstream has answered 200.
-#[derive(Debug, Clone)]
-pub struct BodyHead {
-    pub content_length: Option<u64>,
-    /// The content digest upstream announced (`Docker-Content-Digest`) or that was asked for.
-    pub digest: Option<String>,
-    pub content_type: Option<String>,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-}
-
 /// Progress of a body being fetched.
 #[derive(Clone)]
 pub struct BodyProgress {
-    pub head: Arc<BodyHead>,
+    pub head: Arc<Head>,
     pub spool: Arc<std::fs::File>,
     /// Bytes in the spool so far.
     pub written: u64,
@@ -112,7 +102,7 @@ pub struct FillSender {
 
 impl FillSender {
     /// Upstream answered with a body that will be written to `spool`.
-    pub fn body(&self, head: BodyHead, spool: std::fs::File) {
+    pub fn body(&self, head: Head, spool: std::fs::File) {
         self.tx.send_replace(FillState::Body(BodyProgress {
             head: Arc::new(head),
             spool: Arc::new(spool),
@@ -299,12 +289,9 @@ mod tests {
         let path = dir.path().join("spool");
         let mut w = std::fs::File::create(&path).unwrap();
         tx.body(
-            BodyHead {
+            Head {
                 content_length: Some(6),
-                digest: None,
-                content_type: None,
-                etag: None,
-                last_modified: None,
+                ..Head::default()
             },
             std::fs::File::open(&path).unwrap(),
         );

@@ -1,0 +1,303 @@
+//! The miss path of a remote: one fill per key asks upstream, streams the body into storage
+//! while its waiters follow the spool, checks it (length, digest), commits and records it, and
+//! counts it. A 304 renews the cached copy; a 404 is remembered for `negative_ttl`.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
+use sha2::{Digest, Sha256};
+
+use super::{Fetch, RemoteRepo, status_error};
+use crate::error::{Error, Result};
+use crate::meta::ObjectMeta;
+use crate::package::CacheClass;
+use crate::repo::CacheStatus;
+use crate::repo::inflight::{FillSender, FillState};
+use crate::repo::lease::{self, Claim};
+use crate::storage::StorageWriter;
+use crate::upstream::{Answer, BodyStream, Head, Validators};
+
+/// Bytes gathered from upstream before a write to storage (unless upstream pauses first).
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// The final state of a fill that renewed the cached copy.
+pub(super) fn renewed(result: Result<()>) -> FillState {
+    match result {
+        Ok(()) => FillState::Ready(CacheStatus::Revalidated),
+        Err(e) => FillState::Failed(e),
+    }
+}
+
+/// A body received whole from upstream, all but its last batch already in the spool.
+struct Received {
+    total: u64,
+    sha256: String,
+    /// Written only once the body checks out, so that followers never see all of a bad body.
+    last_batch: Bytes,
+}
+
+impl Received {
+    fn digest(&self) -> String {
+        format!("sha256:{}", self.sha256)
+    }
+}
+
+impl RemoteRepo {
+    /// Drives one fill to its end; every outcome is published through `tx`. `stale` is the
+    /// expired record being revalidated, if any.
+    pub(super) async fn run_fill(
+        self: Arc<Self>,
+        fetch: Fetch,
+        stale: Option<ObjectMeta>,
+        tx: FillSender,
+    ) {
+        let key = &fetch.key;
+        // Another fill may have committed between the caller's lookup and its join.
+        if stale.is_none()
+            && let Ok(Some(meta)) = self.cache.meta.get(key).await
+            && meta.is_fresh(crate::now_ms())
+            && let Ok(Some(_)) = self.cache.storage.head(key).await
+        {
+            tx.finish(FillState::Ready(CacheStatus::Hit));
+            return;
+        }
+        // Other replicas: one fetch per key across all of them.
+        let _lease = match lease::claim(&self.cache, key, stale.as_ref()).await {
+            Claim::Mine(guard) => guard,
+            Claim::FilledElsewhere => return tx.finish(FillState::Ready(CacheStatus::Miss)),
+            Claim::NotFound => return tx.finish(FillState::Failed(Error::NotFound)),
+        };
+        if let Some(meta) = &stale
+            && let Some(state) = self.revalidate_manifest(&fetch, meta).await
+        {
+            return tx.finish(state);
+        }
+        let validators = stale
+            .as_ref()
+            .filter(|_| fetch.manifest.is_none())
+            .map(|m| Validators {
+                etag: m.etag.clone(),
+                last_modified: m.last_modified.clone(),
+            });
+        tracing::info!(repository = %self.name, key, revalidate = stale.is_some(), "fetching from upstream");
+        let answer = self
+            .upstream
+            .get(&fetch.upstream_path, &fetch.options(validators.as_ref()))
+            .await;
+        match answer {
+            Err(e) => tx.finish(FillState::Failed(e)),
+            Ok(Answer::Body { head, stream }) => {
+                match self
+                    .store_body(head, stream, &fetch, stale.as_ref(), &tx)
+                    .await
+                {
+                    Ok(()) => tx.complete(),
+                    Err(e) => {
+                        tracing::warn!(repository = %self.name, key, error = %e, "fetch failed; nothing cached");
+                        tx.finish(FillState::Failed(e))
+                    }
+                }
+            }
+            Ok(Answer::NotModified { validators: fresh }) if validators.is_some() => {
+                tx.finish(renewed(self.renew(key, fetch.class, &fresh).await))
+            }
+            Ok(Answer::NotFound) => {
+                self.remember_not_found(key).await;
+                if stale.is_some() {
+                    // Upstream removed it: drop our copy too.
+                    let _ = self.cache.meta.delete(key).await;
+                    let _ = self.cache.storage.delete(key).await;
+                }
+                tx.finish(FillState::Failed(Error::NotFound))
+            }
+            Ok(other) => tx.finish(FillState::Failed(status_error(&other))),
+        }
+    }
+
+    /// A 304: the cached copy is good for another TTL, with the validators upstream sent.
+    pub(super) async fn renew(
+        &self,
+        key: &str,
+        class: CacheClass,
+        validators: &Validators,
+    ) -> Result<()> {
+        let Some(mut meta) = self.cache.meta.get(key).await? else {
+            return Err(Error::UpstreamUnreachable(
+                "revalidated object has no record".into(),
+            ));
+        };
+        let now = crate::now_ms();
+        meta.fetched_at_ms = now;
+        meta.expires_at_ms = self.expiry(class, now);
+        if let Some(etag) = &validators.etag {
+            meta.etag = Some(etag.clone());
+        }
+        if let Some(lm) = &validators.last_modified {
+            meta.last_modified = Some(lm.clone());
+        }
+        self.cache.meta.put(key, &meta).await
+    }
+
+    pub(super) async fn remember_not_found(&self, key: &str) {
+        let ttl = self.config.cache.negative_ttl;
+        if !ttl.is_zero() {
+            let until = crate::now_ms() + ttl.0.as_millis() as u64;
+            if let Err(e) = self.cache.meta.put_negative(key, until).await {
+                tracing::warn!(key, error = %e, "could not record negative cache entry");
+            }
+        }
+    }
+
+    /// Streams a 200 body into storage while publishing progress; commits only a whole body
+    /// whose length and digest check out.
+    async fn store_body(
+        &self,
+        head: Head,
+        stream: BodyStream,
+        fetch: &Fetch,
+        previous: Option<&ObjectMeta>,
+        tx: &FillSender,
+    ) -> Result<()> {
+        let announced = head.digest.clone();
+        let head = fetch.described(head);
+        let mut writer = self.cache.storage.writer(&fetch.key).await?;
+        let spool = writer
+            .spool_reader()
+            .map_err(Error::storage("opening spool"))?;
+        tx.body(head.clone(), spool);
+        let received = self
+            .receive(stream, &mut writer, head.content_length, tx)
+            .await?;
+        check_body(fetch, &received, head.content_length, announced.as_deref())?;
+        spool_batch(&mut writer, received.last_batch.clone(), tx).await?;
+        writer.commit().await?;
+        self.record_body(fetch, head, &received, previous).await;
+        Ok(())
+    }
+
+    /// The stream loop: hashes and counts every chunk, and writes a batch whenever it is full
+    /// or upstream pauses, so waiting clients get bytes as they arrive.
+    async fn receive(
+        &self,
+        mut body: BodyStream,
+        writer: &mut StorageWriter,
+        expected: Option<u64>,
+        tx: &FillSender,
+    ) -> Result<Received> {
+        let mut hasher = Sha256::new();
+        let mut total: u64 = 0;
+        let mut batch = BytesMut::new();
+        let upstream_bytes = self
+            .cache
+            .metrics
+            .upstream_bytes
+            .with_label_values(&[&self.name]);
+        loop {
+            let next = match body.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    // Upstream is pausing: hand what we have to the waiting clients.
+                    spool_batch(writer, batch.split().freeze(), tx).await?;
+                    body.next().await
+                }
+            };
+            let Some(chunk) = next.transpose()? else {
+                break;
+            };
+            total += chunk.len() as u64;
+            upstream_bytes.inc_by(chunk.len() as u64);
+            if let Some(cl) = expected
+                && total > cl
+            {
+                return Err(Error::Integrity(format!(
+                    "upstream sent more than its Content-Length of {cl}"
+                )));
+            }
+            hasher.update(&chunk);
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= WRITE_BATCH {
+                spool_batch(writer, batch.split().freeze(), tx).await?;
+            }
+        }
+        Ok(Received {
+            total,
+            sha256: hex::encode(hasher.finalize()),
+            last_batch: batch.freeze(),
+        })
+    }
+
+    /// Records a committed body (after the manifest hooks) and counts it.
+    async fn record_body(
+        &self,
+        fetch: &Fetch,
+        head: Head,
+        received: &Received,
+        previous: Option<&ObjectMeta>,
+    ) {
+        let key = fetch.key.as_str();
+        let now = crate::now_ms();
+        let mut meta = ObjectMeta {
+            size: received.total,
+            sha256: received.sha256.clone(),
+            etag: head.etag,
+            last_modified: head.last_modified,
+            content_type: head.content_type,
+            fetched_at_ms: now,
+            class: fetch.class,
+            expires_at_ms: self.expiry(fetch.class, now),
+        };
+        self.manifest_committing(fetch, &mut meta).await;
+        if let Err(e) = self.cache.meta.put(key, &meta).await {
+            // The object is whole and stored: serve it; without a record it is served from
+            // storage while metadata is down, and fetched again once it is back.
+            tracing::warn!(key, error = %crate::error_chain(&e), "stored object has no record");
+        }
+        let m = &self.cache.metrics;
+        match previous {
+            Some(p) => m.cache_bytes.add(received.total as i64 - p.size as i64),
+            None => {
+                m.cache_objects.inc();
+                m.cache_bytes.add(received.total as i64);
+            }
+        }
+        self.manifest_committed(fetch, &meta).await;
+        tracing::info!(repository = %self.name, key, bytes = received.total, "cached");
+    }
+}
+
+/// Writes `batch` (if any) to storage and tells the followers it is there.
+async fn spool_batch(writer: &mut StorageWriter, batch: Bytes, tx: &FillSender) -> Result<()> {
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        writer.write(batch).await?;
+        tx.progress(n);
+    }
+    Ok(())
+}
+
+/// A whole body must have the announced length, and the digest asked for or announced.
+fn check_body(
+    fetch: &Fetch,
+    received: &Received,
+    expected: Option<u64>,
+    announced: Option<&str>,
+) -> Result<()> {
+    let total = received.total;
+    if let Some(cl) = expected
+        && total != cl
+    {
+        return Err(Error::Integrity(format!(
+            "upstream body ended after {total} of {cl} bytes"
+        )));
+    }
+    let digest = received.digest();
+    if let Some(want) = &fetch.expected_digest
+        && *want != digest
+    {
+        return Err(Error::Integrity(format!(
+            "content digest is {digest}, expected {want}"
+        )));
+    }
+    RemoteRepo::check_announced(fetch, announced, &digest)
+}

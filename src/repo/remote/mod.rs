@@ -1,0 +1,343 @@
+//! Remote repositories and the decision each request takes: hit → serve from storage; miss →
+//! join or start one coalesced fill (`fill`); expired → revalidate, serving the stale copy when
+//! upstream fails. Serving lives in `serve` (and `degraded`, for a metadata outage), the
+//! registry manifest rules in `manifest`.
+
+mod degraded;
+mod fill;
+mod manifest;
+mod serve;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use super::inflight::{self, FillState, Joined};
+use super::{Cache, CacheStatus, RepoPath, Served};
+use crate::config::{PackageKind, RepoConfig};
+use crate::error::{Error, Result};
+use crate::meta::ObjectMeta;
+use crate::package::{CacheClass, classify};
+use crate::storage::ByteRange;
+use crate::upstream::{Answer, Head, RequestOptions, Upstream, Validators};
+
+pub use manifest::ManifestRules;
+
+/// One cacheable upstream object: where it is stored, how to ask for it, how to check it.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Storage key.
+    pub key: String,
+    /// Path under `base_url`.
+    pub upstream_path: RepoPath,
+    /// Query string sent upstream (already encoded), if any.
+    pub query: Option<String>,
+    pub class: CacheClass,
+    pub accept: Option<&'static str>,
+    /// Registry token scope.
+    pub scope: Option<String>,
+    /// The bytes must hash to this `sha256:<hex>`, checked while they stream.
+    pub expected_digest: Option<String>,
+    /// Registry manifest rules, when this is one.
+    pub manifest: Option<ManifestRules>,
+}
+
+impl Fetch {
+    fn options<'a>(&'a self, validators: Option<&'a Validators>) -> RequestOptions<'a> {
+        RequestOptions {
+            validators,
+            accept: self.accept,
+            query: self.query.as_deref(),
+            scope: self.scope.as_deref(),
+        }
+    }
+
+    /// The head clients see: the digest asked for, when there is one, over the announced one.
+    fn described(&self, head: Head) -> Head {
+        Head {
+            digest: self.expected_digest.clone().or(head.digest),
+            ..head
+        }
+    }
+}
+
+pub struct RemoteRepo {
+    name: String,
+    config: RepoConfig,
+    upstream: Upstream,
+    cache: Arc<Cache>,
+    pending_tags: manifest::PendingTags,
+}
+
+impl RemoteRepo {
+    pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
+        let upstream = Upstream::new(&config)?.ok_or_else(|| {
+            Error::BadRequest(format!("remote repository '{name}' has no base_url"))
+        })?;
+        Ok(RemoteRepo {
+            name: name.to_string(),
+            upstream: upstream.observed_as(name, &cache.metrics),
+            config,
+            cache,
+            pending_tags: manifest::PendingTags::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn package(&self) -> PackageKind {
+        self.config.package
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The storage key of `path`.
+    pub fn key(&self, path: &RepoPath) -> String {
+        format!("{}/{}", self.name, path)
+    }
+
+    pub fn class_of(&self, path: &RepoPath) -> CacheClass {
+        classify(
+            self.config.package,
+            path.as_str(),
+            &self.config.index_patterns,
+        )
+    }
+
+    /// include_patterns: when set, a file must match its path or its full upstream URL. Index
+    /// files are exempt, so a filtered mirror still has working metadata.
+    fn check_allowed(&self, path: &RepoPath, class: CacheClass) -> Result<()> {
+        let patterns = &self.config.include_patterns;
+        if patterns.is_empty() || class == CacheClass::Index {
+            return Ok(());
+        }
+        let url = self.upstream.url(path);
+        if patterns
+            .iter()
+            .any(|p| p.is_match(path.as_str()) || p.is_match(&url))
+        {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    fn expiry(&self, class: CacheClass, now_ms: u64) -> Option<u64> {
+        let ttl = match class {
+            CacheClass::Index => self.config.cache.index_ttl,
+            CacheClass::File if self.config.cache.file_ttl.is_zero() => return None,
+            CacheClass::File => self.config.cache.file_ttl,
+        };
+        Some(now_ms + ttl.0.as_millis() as u64)
+    }
+
+    /// The fetch of `path` in a plain (non-registry) repository, after include_patterns.
+    pub fn plain_fetch(&self, path: &RepoPath) -> Result<Fetch> {
+        let class = self.class_of(path);
+        self.check_allowed(path, class)?;
+        Ok(Fetch {
+            key: self.key(path),
+            upstream_path: path.clone(),
+            query: None,
+            class,
+            accept: None,
+            scope: None,
+            expected_digest: None,
+            manifest: None,
+        })
+    }
+
+    /// The fetch of `path` asked for by path (not under `/v2/`): docker remotes take registry
+    /// paths with the registry's keys and digest checks, so no route can store unverified
+    /// bytes where the registry looks for a blob; other packages take plain paths.
+    pub fn path_fetch(&self, path: &RepoPath) -> Result<Fetch> {
+        if self.config.package == PackageKind::Docker {
+            self.docker_path_fetch(path.as_str())
+        } else {
+            self.plain_fetch(path)
+        }
+    }
+
+    /// Answers a GET for `path`. `range` is honoured for cached objects.
+    pub async fn get(
+        self: &Arc<Self>,
+        path: &RepoPath,
+        range: Option<ByteRange>,
+    ) -> Result<Served> {
+        let fetch = self.path_fetch(path)?;
+        self.get_fetch(fetch, range).await
+    }
+
+    /// Answers a HEAD for `path` without downloading a body.
+    pub async fn head(self: &Arc<Self>, path: &RepoPath) -> Result<Served> {
+        let fetch = self.path_fetch(path)?;
+        self.head_fetch(&fetch).await
+    }
+
+    /// The record of `fetch`, or, with metadata unreachable, the stored object served without
+    /// it (`Break`); `Continue(None)` when neither has it.
+    async fn record(
+        &self,
+        fetch: &Fetch,
+        range: Option<ByteRange>,
+        head_only: bool,
+    ) -> Result<ControlFlow<Served, Option<ObjectMeta>>> {
+        match self.cache.meta.get(&fetch.key).await {
+            Ok(c) => Ok(ControlFlow::Continue(c)),
+            Err(e @ Error::Metadata { .. }) => Ok(
+                match self.serve_unrecorded(fetch, range, head_only, &e).await? {
+                    Some(s) => ControlFlow::Break(s),
+                    None => ControlFlow::Continue(None),
+                },
+            ),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GET of one object: hit, coalesced fill, revalidation or stale copy.
+    pub async fn get_fetch(
+        self: &Arc<Self>,
+        fetch: Fetch,
+        range: Option<ByteRange>,
+    ) -> Result<Served> {
+        let key = fetch.key.clone();
+        let now = crate::now_ms();
+        let cached = match self.record(&fetch, range, false).await? {
+            ControlFlow::Break(s) => return Ok(s),
+            ControlFlow::Continue(c) => c,
+        };
+        match &cached {
+            Some(meta) if meta.is_fresh(now) => {
+                if let Some(s) = self
+                    .serve_stored(&fetch, meta, CacheStatus::Hit, range)
+                    .await?
+                {
+                    return Ok(s);
+                }
+                // The object went away underneath its record (flushed by another process).
+                self.cache.meta.delete(&key).await?;
+            }
+            Some(_) => {}
+            None => {
+                if self.cache.meta.is_negative(&key).await.unwrap_or(false) {
+                    return Err(Error::NotFound);
+                }
+            }
+        }
+        let stale = cached.filter(|m| !m.is_fresh(now));
+        let mut rx = match self.cache.inflight.join(&key) {
+            Joined::Started(tx, rx) => {
+                let this = self.clone();
+                let fetch = fetch.clone();
+                tokio::spawn(async move { this.run_fill(fetch, stale, tx).await });
+                rx
+            }
+            Joined::Waiting(rx) => {
+                self.cache
+                    .metrics
+                    .coalesced_waiters
+                    .with_label_values(&[&self.name])
+                    .inc();
+                rx
+            }
+        };
+        // Manifests are small and their digest and media type are only certain once the
+        // whole document is in: wait for the commit and answer from storage.
+        let state = if fetch.manifest.is_some() {
+            match inflight::finished(&mut rx).await {
+                FillState::Body(p) if p.done => FillState::Ready(CacheStatus::Miss),
+                s => s,
+            }
+        } else {
+            inflight::started(&mut rx).await
+        };
+        match state {
+            FillState::Body(p) => Ok(Served::from_upstream(&p.head, Some(inflight::follow(rx)))),
+            FillState::Ready(status) => {
+                let meta = self.cache.meta.get(&key).await?;
+                match meta {
+                    Some(m) => self.serve_stored(&fetch, &m, status, range).await?,
+                    None => None,
+                }
+                .ok_or_else(|| Error::UpstreamUnreachable("cached object vanished".into()))
+            }
+            FillState::Failed(e) => {
+                if e.is_upstream_failure()
+                    && let Some(meta) = self.cache.meta.get(&key).await?
+                    && let Some(s) = self
+                        .serve_stored(&fetch, &meta, CacheStatus::Stale, range)
+                        .await?
+                {
+                    tracing::warn!(repository = %self.name, key, error = %e, "serving stale copy");
+                    return Ok(s);
+                }
+                Err(e)
+            }
+            FillState::Pending => unreachable!("started() never returns Pending"),
+        }
+    }
+
+    /// HEAD of one object: from metadata on a hit; otherwise an upstream HEAD, so that no body
+    /// is downloaded (for a registry tag, see [`Self::tag_answered_head`]).
+    pub async fn head_fetch(self: &Arc<Self>, fetch: &Fetch) -> Result<Served> {
+        let key = &fetch.key;
+        let cached = match self.record(fetch, None, true).await? {
+            ControlFlow::Break(s) => return Ok(s),
+            ControlFlow::Continue(c) => c,
+        };
+        if let Some(meta) = &cached
+            && meta.is_fresh(crate::now_ms())
+            && let Some(size) = self.cache.storage.head(key).await?
+        {
+            return Ok(Served::from_size(fetch, Some(meta), CacheStatus::Hit, size));
+        }
+        if cached.is_none() && self.cache.meta.is_negative(key).await.unwrap_or(false) {
+            return Err(Error::NotFound);
+        }
+        let result = self
+            .upstream
+            .head(&fetch.upstream_path, &fetch.options(None))
+            .await;
+        let stale = |e: Error| async {
+            if e.is_upstream_failure()
+                && let Some(meta) = &cached
+                && let Ok(Some(size)) = self.cache.storage.head(key).await
+            {
+                return Ok(Served::from_size(
+                    fetch,
+                    Some(meta),
+                    CacheStatus::Stale,
+                    size,
+                ));
+            }
+            Err(e)
+        };
+        match result {
+            Err(e) => stale(e).await,
+            Ok(Answer::Body { head, .. }) => {
+                let head = fetch.described(head);
+                self.tag_answered_head(fetch, head.digest.as_deref(), cached.as_ref())
+                    .await;
+                Ok(Served::from_upstream(&head, None))
+            }
+            Ok(Answer::NotFound) => {
+                self.remember_not_found(key).await;
+                Err(Error::NotFound)
+            }
+            Ok(other) => stale(status_error(&other)).await,
+        }
+    }
+}
+
+/// The error of an answer that the caller did not expect.
+fn status_error(answer: &Answer) -> Error {
+    match answer {
+        Answer::Body { .. } => Error::UpstreamStatus(200),
+        Answer::NotModified { .. } => Error::UpstreamStatus(304),
+        Answer::NotFound => Error::NotFound,
+        Answer::Denied { status } | Answer::Failed { status } => Error::UpstreamStatus(*status),
+    }
+}
