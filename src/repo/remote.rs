@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::fill::{self, BodyHead, FillSender, FillState, Joined};
 use super::lease::Claim;
 use super::{Cache, CacheStatus, RepoPath, Served, hot};
-use crate::config::{PackageKind, RepoConfig};
+use crate::config::{PackageKind, RemoteConfig};
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::{CacheClass, classify};
@@ -67,7 +67,7 @@ impl Fetch {
 
 pub struct RemoteRepo {
     name: String,
-    config: RepoConfig,
+    config: RemoteConfig,
     upstream: Upstream,
     cache: Arc<Cache>,
     /// Registry manifests by digest key that a `HEAD` of a tag resolved to, with that tag's
@@ -79,7 +79,7 @@ pub struct RemoteRepo {
 const MAX_PENDING_TAGS: usize = 10_000;
 
 impl RemoteRepo {
-    pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
+    pub fn new(name: &str, config: RemoteConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
         let upstream = Upstream::new(&config)?.ok_or_else(|| {
             Error::BadRequest(format!("remote repository '{name}' has no base_url"))
         })?;
@@ -100,7 +100,7 @@ impl RemoteRepo {
         self.config.package
     }
 
-    pub fn config(&self) -> &RepoConfig {
+    pub fn config(&self) -> &RemoteConfig {
         &self.config
     }
 

@@ -11,7 +11,7 @@ use reqwest::header::{
 use reqwest::{Method, Response, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{BaseUrl, PackageKind, RepoConfig, Secret};
+use crate::config::{BaseUrl, PackageKind, RemoteConfig, Secret};
 use crate::error::{Error, Result};
 use crate::repo::path::RepoPath;
 
@@ -63,10 +63,8 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds the client for a remote; `None` when the repository has no `base_url`.
-    pub fn new(repo: &RepoConfig) -> Result<Option<Upstream>> {
-        let Some(base) = repo.base_url.clone() else {
-            return Ok(None);
-        };
+    pub fn new(repo: &RemoteConfig) -> Result<Option<Upstream>> {
+        let base = repo.base_url.clone();
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(repo.connect_timeout.0)
