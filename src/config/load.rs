@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigFile, RepoConfig, RepoKind};
+use super::{Config, ConfigFile, RepoKind};
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,43 +86,10 @@ pub fn load_str(text: &str) -> Result<Config, Vec<Diagnostic>> {
         serde_yaml::from_str(source).map_err(|e| vec![yaml_diagnostic(&e, text)])?;
     let problems = check(&file, text);
     if problems.is_empty() {
-        typed(file, text)
+        file.into_config(text)
     } else {
         Err(problems)
     }
-}
-
-/// The checked file as a [`Config`], each repository typed by its kind.
-fn typed(file: ConfigFile, text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let mut remotes = std::collections::BTreeMap::new();
-    let mut problems = Vec::new();
-    for (name, entry) in file.remotes {
-        match RepoConfig::try_from(entry) {
-            Ok(repo) => {
-                remotes.insert(name, repo);
-            }
-            Err(message) => {
-                let (line, column) = locate(text, &["remotes", name.as_str()]);
-                problems.push(Diagnostic {
-                    severity: Severity::Error,
-                    line,
-                    column,
-                    message: format!("repository '{name}': {message}"),
-                    hint: None,
-                });
-            }
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Config {
-        server: file.server,
-        storage: file.storage,
-        metadata: file.metadata,
-        remotes,
-        auth: file.auth,
-    })
 }
 
 fn yaml_diagnostic(e: &serde_yaml::Error, text: &str) -> Diagnostic {
@@ -535,7 +502,7 @@ mod tests {
     fn predecessor_style_config_loads() {
         let text = "remotes:\n  fedora:\n    type: remote\n    package: rpm\n    base_url: https://dl.example.org/fedora\n    include_patterns:\n      - '.*\\.rpm$'\n    cache:\n      index_ttl: 300\n";
         let c = load_str(text).unwrap();
-        let RepoConfig::Remote(r) = &c.remotes["fedora"] else {
+        let super::super::RepoConfig::Remote(r) = &c.remotes["fedora"] else {
             panic!("fedora is a remote: {c:?}");
         };
         assert_eq!(r.cache.index_ttl.as_secs(), 300);

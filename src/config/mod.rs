@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 pub use auth::{AuthConfig, Role, TokenConfig, TokenName};
 pub use backends::ChecksumMode;
+use load::locate;
 pub use load::{ConfigError, Diagnostic, Severity, load_file, load_str, validate_str};
 pub(crate) use repo::RepoEntry;
 pub use repo::{
@@ -192,6 +193,41 @@ pub struct MetadataConfig {
     /// `redis`: prepended to every key, so several caches can share one server.
     #[serde(default)]
     pub key_prefix: Option<EnvString>,
+}
+
+impl ConfigFile {
+    /// The checked file as a [`Config`], each repository typed by its kind.
+    pub(crate) fn into_config(self, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let mut remotes = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, entry) in self.remotes {
+            match RepoConfig::try_from(entry) {
+                Ok(repo) => {
+                    remotes.insert(name, repo);
+                }
+                Err(message) => {
+                    let (line, column) = locate(text, &["remotes", name.as_str()]);
+                    problems.push(Diagnostic {
+                        severity: Severity::Error,
+                        line,
+                        column,
+                        message: format!("repository '{name}': {message}"),
+                        hint: None,
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            server: self.server,
+            storage: self.storage,
+            metadata: self.metadata,
+            remotes,
+            auth: self.auth,
+        })
+    }
 }
 
 impl Config {

@@ -7,7 +7,9 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use percent_encoding::percent_decode_str;
 
-use super::ApiError;
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::auth::Role;
 use crate::error::Error;
 
 /// The repository (decoded) and the raw, still encoded, path after it in
@@ -31,6 +33,13 @@ impl RepoTail {
                 .into_owned(),
             tail: tail.to_string(),
         }
+    }
+
+    /// Checks that `caller` has `role` on this repository.
+    pub fn require(&self, state: &AppState, caller: &Caller, role: Role) -> Result<(), ApiError> {
+        caller
+            .require(&state.auth, Some(&self.name), role)
+            .map_err(|e| self.error(e))
     }
 
     /// `error` reported against this repository and the raw tail.

@@ -31,9 +31,11 @@ fn open(
     req: &RepoTail,
     need: Role,
 ) -> Result<Arc<LocalRepo>, ApiError> {
-    caller
-        .require(&state.auth, Some(&req.name), need)
-        .and_then(|()| state.engine.local(&req.name).cloned())
+    req.require(state, caller, need)?;
+    state
+        .engine
+        .local(&req.name)
+        .cloned()
         .map_err(|e| req.error(e))
 }
 

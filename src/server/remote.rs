@@ -23,10 +23,8 @@ pub async fn get_remote(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    req.require(&state, &caller, Role::Read)?;
     let name = req.name.as_str();
-    caller
-        .require(&state.auth, Some(name), Role::Read)
-        .map_err(|e| req.error(e))?;
     let repo = state.engine.remote(name).map_err(|e| req.error(e))?;
     let package = repo.package().as_str();
     let metrics = &state.metrics;

@@ -27,10 +27,8 @@ pub async fn read(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    req.require(&state, &caller, Role::Read)?;
     let name = req.name.as_str();
-    caller
-        .require(&state.auth, Some(name), Role::Read)
-        .map_err(|e| req.error(e))?;
     let package = state
         .engine
         .virtual_repo(name)
