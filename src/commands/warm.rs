@@ -323,11 +323,7 @@ async fn github_assets(
         .as_ref()
         .map(|u| u.as_prefix().to_string())
         .unwrap_or_else(|| "https://api.github.com".to_string());
-    let base = cfg
-        .base_url
-        .as_ref()
-        .map(|u| format!("{}/", u.as_prefix()))
-        .unwrap_or_default();
+    let base = format!("{}/", cfg.base_url.as_prefix());
     let client = reqwest::Client::builder()
         .user_agent(crate::upstream::USER_AGENT)
         .build()

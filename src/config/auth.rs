@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use super::load::{Diagnostic, Severity, locate};
-use super::{Config, Secret};
+use super::{ConfigFile, Secret};
 
 /// `auth:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,8 +72,8 @@ impl Role {
 
 /// A token name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`. No `:`, so that Basic
 /// `name:secret` splits unambiguously.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct TokenName(String);
 
 impl TokenName {
@@ -98,10 +97,16 @@ impl TokenName {
     }
 }
 
-impl<'de> Deserialize<'de> for TokenName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        TokenName::parse(&raw).map_err(de::Error::custom)
+impl TryFrom<String> for TokenName {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        TokenName::parse(&raw)
+    }
+}
+
+impl From<TokenName> for String {
+    fn from(name: TokenName) -> String {
+        name.0
     }
 }
 
@@ -119,7 +124,7 @@ impl fmt::Display for TokenName {
 
 /// Checks of `auth:` that involve other fields: unique token names and secrets, non-empty
 /// secrets, and roles only on `*` or configured repositories.
-pub(super) fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
+pub(super) fn check(config: &ConfigFile, text: &str) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut report = |severity, (line, column): (usize, usize), message: String| {
         out.push(Diagnostic {

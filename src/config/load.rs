@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{Config, RepoKind};
+use super::{Config, ConfigFile, RepoKind};
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +82,11 @@ pub fn load_str(text: &str) -> Result<Config, Vec<Diagnostic>> {
     // Deserialising into a map keeps the last of duplicate keys; a YAML value refuses them.
     serde_yaml::from_str::<serde_yaml::Value>(source)
         .map_err(|e| vec![yaml_diagnostic(&e, text)])?;
-    let config: Config =
+    let file: ConfigFile =
         serde_yaml::from_str(source).map_err(|e| vec![yaml_diagnostic(&e, text)])?;
-    let problems = check(&config, text);
+    let problems = check(&file, text);
     if problems.is_empty() {
-        Ok(config)
+        file.into_config(text)
     } else {
         Err(problems)
     }
@@ -179,7 +179,7 @@ fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
     for (key, start, end) in top {
         if key != "remotes" {
             let snippet = lines[start..end].join("\n");
-            match serde_yaml::from_str::<Config>(&snippet) {
+            match serde_yaml::from_str::<ConfigFile>(&snippet) {
                 Ok(c) if key == "auth" => auth = c.auth,
                 Ok(_) => {}
                 Err(e) => out.push(shift(yaml_diagnostic(&e, &snippet), start)),
@@ -195,13 +195,13 @@ fn validate_blocks(text: &str) -> Option<Vec<Diagnostic>> {
         };
         for (_, rs, re) in blocks(&lines, start + 1, end, indent) {
             let snippet = format!("remotes:\n{}", lines[rs..re].join("\n"));
-            match serde_yaml::from_str::<Config>(&snippet) {
+            match serde_yaml::from_str::<ConfigFile>(&snippet) {
                 Ok(c) => remotes.extend(c.remotes),
                 Err(e) => out.push(shift(yaml_diagnostic(&e, &snippet), rs - 1)),
             }
         }
     }
-    let partial = Config {
+    let partial = ConfigFile {
         server: Default::default(),
         storage: Default::default(),
         metadata: Default::default(),
@@ -282,7 +282,7 @@ fn find_key_after(text: &str, first: (usize, usize), key: &str) -> Option<(usize
 }
 
 /// Checks that span several fields.
-fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
+fn check(config: &ConfigFile, text: &str) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut at = |keys: &[&str], message: String, hint: Option<&str>| {
         let (line, column) = locate(text, keys);
@@ -308,14 +308,10 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
             );
         }
         for host in &repo.mirror_of {
-            let valid = !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-            if !valid {
+            if let Err(message) = super::RegistryHost::parse(host) {
                 at(
                     &["remotes", n, "mirror_of"],
-                    format!("mirror_of entry {host:?} is not a registry host name"),
+                    message,
                     Some("use a host such as docker.io or ghcr.io"),
                 );
             }
@@ -429,8 +425,8 @@ fn check(config: &Config, text: &str) -> Vec<Diagnostic> {
     out
 }
 
-fn find_cycle(config: &Config, start: &str) -> Option<Vec<String>> {
-    fn walk(config: &Config, node: &str, stack: &mut Vec<String>) -> bool {
+fn find_cycle(config: &ConfigFile, start: &str) -> Option<Vec<String>> {
+    fn walk(config: &ConfigFile, node: &str, stack: &mut Vec<String>) -> bool {
         if stack.iter().any(|s| s == node) {
             stack.push(node.to_string());
             return true;
@@ -506,7 +502,9 @@ mod tests {
     fn predecessor_style_config_loads() {
         let text = "remotes:\n  fedora:\n    type: remote\n    package: rpm\n    base_url: https://dl.example.org/fedora\n    include_patterns:\n      - '.*\\.rpm$'\n    cache:\n      index_ttl: 300\n";
         let c = load_str(text).unwrap();
-        let r = &c.remotes["fedora"];
+        let super::super::RepoConfig::Remote(r) = &c.remotes["fedora"] else {
+            panic!("fedora is a remote: {c:?}");
+        };
         assert_eq!(r.cache.index_ttl.as_secs(), 300);
         assert_eq!(r.cache.file_ttl.as_secs(), 0);
         assert_eq!(r.include_patterns.len(), 1);

@@ -4,6 +4,7 @@
 mod auth;
 mod backends;
 mod load;
+mod repo;
 mod values;
 
 use std::collections::BTreeMap;
@@ -14,13 +15,36 @@ use serde::Deserialize;
 
 pub use auth::{AuthConfig, Role, TokenConfig, TokenName};
 pub use backends::ChecksumMode;
+use load::locate;
 pub use load::{ConfigError, Diagnostic, Severity, load_file, load_str, validate_str};
-pub use values::{BaseUrl, EnvString, Pattern, RepoName, Seconds, Secret, expand_env};
+pub(crate) use repo::RepoEntry;
+pub use repo::{
+    CacheConfig, LocalConfig, PackageKind, RemoteConfig, RepoConfig, RepoKind, VirtualConfig,
+};
+pub use values::{
+    BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, expand_env,
+};
 
-/// The whole configuration file.
+/// The loaded configuration: every repository typed by kind.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Where cached and uploaded objects are stored.
+    pub storage: StorageConfig,
+    /// Where per-object metadata and index TTLs are kept.
+    pub metadata: MetadataConfig,
+    /// Repositories by name. The name is the first path segment after `/api/v1/remote/`.
+    pub remotes: BTreeMap<RepoName, RepoConfig>,
+    /// API tokens and what anonymous clients may do.
+    pub auth: AuthConfig,
+}
+
+/// The configuration file as written, before the checks across fields turn its repositories
+/// into [`RepoConfig`]s.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct ConfigFile {
     /// HTTP server settings.
     #[serde(default)]
     pub server: ServerConfig,
@@ -32,7 +56,7 @@ pub struct Config {
     pub metadata: MetadataConfig,
     /// Repositories by name. The name is the first path segment after `/api/v1/remote/`.
     #[serde(default)]
-    pub remotes: BTreeMap<RepoName, RepoConfig>,
+    pub remotes: BTreeMap<RepoName, RepoEntry>,
     /// API tokens and what anonymous clients may do.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -171,144 +195,39 @@ pub struct MetadataConfig {
     pub key_prefix: Option<EnvString>,
 }
 
-/// How a repository is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RepoKind {
-    /// Files uploaded to the API; no upstream.
-    Local,
-    /// A caching proxy of `base_url`.
-    Remote,
-    /// An ordered list of other repositories served as one.
-    Virtual,
-}
-
-impl RepoKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RepoKind::Local => "local",
-            RepoKind::Remote => "remote",
-            RepoKind::Virtual => "virtual",
+impl ConfigFile {
+    /// The checked file as a [`Config`], each repository typed by its kind.
+    pub(crate) fn into_config(self, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let mut remotes = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, entry) in self.remotes {
+            match RepoConfig::try_from(entry) {
+                Ok(repo) => {
+                    remotes.insert(name, repo);
+                }
+                Err(message) => {
+                    let (line, column) = locate(text, &["remotes", name.as_str()]);
+                    problems.push(Diagnostic {
+                        severity: Severity::Error,
+                        line,
+                        column,
+                        message: format!("repository '{name}': {message}"),
+                        hint: None,
+                    });
+                }
+            }
         }
-    }
-}
-
-/// Which format rules apply to a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PackageKind {
-    Docker,
-    Rpm,
-    Alpine,
-    Generic,
-}
-
-impl PackageKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PackageKind::Docker => "docker",
-            PackageKind::Rpm => "rpm",
-            PackageKind::Alpine => "alpine",
-            PackageKind::Generic => "generic",
+        if !problems.is_empty() {
+            return Err(problems);
         }
+        Ok(Config {
+            server: self.server,
+            storage: self.storage,
+            metadata: self.metadata,
+            remotes,
+            auth: self.auth,
+        })
     }
-}
-
-/// One repository under `remotes:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepoConfig {
-    /// `local`, `remote` or `virtual`.
-    #[serde(rename = "type")]
-    pub kind: RepoKind,
-    /// `docker`, `rpm`, `alpine` or `generic`.
-    pub package: PackageKind,
-    /// Upstream URL of a `remote`; every upstream request is `base_url` + `/` + path.
-    #[serde(default)]
-    pub base_url: Option<BaseUrl>,
-    /// Regexes (searched, not anchored); when any are set a path must match one of them.
-    #[serde(default)]
-    pub include_patterns: Vec<Pattern>,
-    /// Extra regexes that mark a path as an index file (short TTL, revalidated).
-    #[serde(default)]
-    pub index_patterns: Vec<Pattern>,
-    /// Cache lifetimes.
-    #[serde(default)]
-    pub cache: CacheConfig,
-    /// Upstream user name (Basic auth, or docker token requests).
-    #[serde(default)]
-    pub username: Option<EnvString>,
-    /// Upstream password or token; use `${VAR}` to keep it out of the file.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Time allowed to open a connection to the upstream.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Seconds,
-    /// Time allowed between two reads from the upstream (headers or body).
-    #[serde(default = "default_read_timeout")]
-    pub read_timeout: Seconds,
-    /// Docker remotes: upstream registry hosts (e.g. `docker.io`) this remote mirrors. Requests
-    /// without a repository prefix (`/v2/library/alpine/...`, as sent by Docker's
-    /// `registry-mirrors` and containerd's `hosts.toml`) go to it; `?ns=HOST` picks by host.
-    #[serde(default)]
-    pub mirror_of: Vec<String>,
-    /// GitHub REST API base used by `warm --github-releases` (default https://api.github.com).
-    #[serde(default)]
-    pub api_url: Option<BaseUrl>,
-    /// Member repositories of a `virtual` repository, in the order they are asked.
-    #[serde(default)]
-    pub members: Vec<RepoName>,
-    /// `local` repositories: whether an upload may replace an existing file (otherwise 409).
-    #[serde(default)]
-    pub allow_overwrite: bool,
-    /// Free text for people reading the file.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-fn default_connect_timeout() -> Seconds {
-    Seconds::secs(10)
-}
-
-fn default_read_timeout() -> Seconds {
-    Seconds::secs(60)
-}
-
-/// `cache:` of a repository.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    /// Lifetime of file-class objects; `0` keeps them forever.
-    #[serde(default = "default_file_ttl")]
-    pub file_ttl: Seconds,
-    /// How long an index file is served without asking upstream.
-    #[serde(default = "default_index_ttl")]
-    pub index_ttl: Seconds,
-    /// How long an upstream 404 is remembered.
-    #[serde(default = "default_negative_ttl")]
-    pub negative_ttl: Seconds,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            file_ttl: default_file_ttl(),
-            index_ttl: default_index_ttl(),
-            negative_ttl: default_negative_ttl(),
-        }
-    }
-}
-
-fn default_file_ttl() -> Seconds {
-    Seconds::secs(0)
-}
-
-fn default_index_ttl() -> Seconds {
-    Seconds::secs(300)
-}
-
-fn default_negative_ttl() -> Seconds {
-    Seconds::secs(60)
 }
 
 impl Config {

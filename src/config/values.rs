@@ -131,7 +131,8 @@ impl fmt::Debug for Secret {
 /// A compiled regular expression from `include_patterns` / `index_patterns`. Python's `re`
 /// syntax is accepted where the `regex` crate supports it (no look-around, no backreferences);
 /// anything else is rejected at load time. Matching is unanchored, like Python's `re.search`.
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Pattern(regex::Regex);
 
 impl Pattern {
@@ -156,10 +157,10 @@ fn first_line(s: &str) -> String {
         .unwrap_or_else(|| s.lines().last().unwrap_or(s).trim().to_string())
 }
 
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Pattern::new(&raw).map_err(de::Error::custom)
+impl TryFrom<String> for Pattern {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        Pattern::new(&raw)
     }
 }
 
@@ -170,7 +171,9 @@ impl fmt::Debug for Pattern {
 }
 
 /// An upstream base URL: absolute http(s), with a host, no query or fragment, no trailing `/`.
-#[derive(Clone, PartialEq, Eq)]
+/// `${VAR}` references are expanded first.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "EnvString")]
 pub struct BaseUrl(reqwest::Url);
 
 impl BaseUrl {
@@ -201,10 +204,10 @@ impl BaseUrl {
     }
 }
 
-impl<'de> Deserialize<'de> for BaseUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = EnvString::deserialize(d)?;
-        BaseUrl::parse(&raw).map_err(de::Error::custom)
+impl TryFrom<EnvString> for BaseUrl {
+    type Error = String;
+    fn try_from(raw: EnvString) -> Result<Self, String> {
+        BaseUrl::parse(&raw)
     }
 }
 
@@ -268,8 +271,8 @@ impl<'de> Deserialize<'de> for Seconds {
 
 /// A repository name: letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
 /// 64 characters. Names appear in URLs and storage keys, so nothing else is allowed.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct RepoName(String);
 
 impl RepoName {
@@ -293,10 +296,16 @@ impl RepoName {
     }
 }
 
-impl<'de> Deserialize<'de> for RepoName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        RepoName::parse(&raw).map_err(de::Error::custom)
+impl TryFrom<String> for RepoName {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        RepoName::parse(&raw)
+    }
+}
+
+impl From<RepoName> for String {
+    fn from(name: RepoName) -> String {
+        name.0
     }
 }
 
@@ -315,6 +324,48 @@ impl fmt::Display for RepoName {
 impl std::borrow::Borrow<str> for RepoName {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+/// A registry host a docker remote mirrors (`docker.io`, `ghcr.io`, `registry:5000`): letters,
+/// digits, `.`, `-` and `:`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RegistryHost(String);
+
+impl RegistryHost {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let valid = !raw.is_empty()
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if valid {
+            Ok(RegistryHost(raw.to_string()))
+        } else {
+            Err(format!(
+                "mirror_of entry {raw:?} is not a registry host name"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for RegistryHost {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl fmt::Debug for RegistryHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for RegistryHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

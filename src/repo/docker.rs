@@ -1,14 +1,11 @@
 //! Docker/OCI remotes: which remote and image a `/v2/` request means (prefix or mirror mode),
 //! and the fetch of each registry endpoint (keys, classes, digests, token scopes).
 
-use std::sync::Arc;
-
 use super::remote::{Fetch, ManifestRules};
-use super::{Engine, RemoteRepo, RepoPath};
-use crate::config::{PackageKind, RepoKind};
+use super::{RemoteRepo, RepoPath};
 use crate::error::{Error, Result};
 use crate::package::docker::{
-    BLOB_ACCEPT, DOCKER_HUB_HOSTS, Endpoint, ImageName, MANIFEST_ACCEPT, Reference, Tag, V2Path,
+    BLOB_ACCEPT, DOCKER_HUB_HOSTS, Endpoint, ImageName, MANIFEST_ACCEPT, Reference, Tag,
     parse_v2_path,
 };
 
@@ -25,70 +22,6 @@ impl TagPage {
     }
 }
 
-impl Engine {
-    /// The remote and image a `/v2/` path names. The first segment is a repository name when
-    /// one is configured by that name; otherwise the request is for a mirror, chosen by
-    /// containerd's `ns` host, else the Docker Hub mirror, else the only mirror.
-    pub fn docker_target(
-        &self,
-        v2: &V2Path,
-        ns: Option<&str>,
-    ) -> Result<(Arc<RemoteRepo>, ImageName)> {
-        let first = v2.segments[0].as_str();
-        let (repo, rest) = if let Some(cfg) = self.config.remotes.get(first) {
-            if cfg.package != PackageKind::Docker {
-                return Err(Error::WrongPackage {
-                    name: first.to_string(),
-                    actual: cfg.package.as_str(),
-                    expected: "docker",
-                });
-            }
-            if cfg.kind != RepoKind::Remote {
-                return Err(Error::WrongRepositoryType {
-                    name: first.to_string(),
-                    actual: cfg.kind.as_str(),
-                    expected: "remote",
-                });
-            }
-            (self.remote(first)?.clone(), &v2.segments[1..])
-        } else {
-            let mirror = self
-                .mirror_for(ns)
-                .ok_or_else(|| Error::UnknownRepository(first.to_string()))?;
-            (mirror, &v2.segments[..])
-        };
-        let segs: Vec<&str> = rest.iter().map(String::as_str).collect();
-        let mut name = ImageName::from_segments(&segs)?;
-        if repo.is_docker_hub() {
-            name = name.with_library_prefix();
-        }
-        Ok((repo, name))
-    }
-
-    fn mirror_for(&self, ns: Option<&str>) -> Option<Arc<RemoteRepo>> {
-        let mirrors: Vec<&Arc<RemoteRepo>> = self
-            .remotes()
-            .filter(|r| !r.config().mirror_of.is_empty())
-            .collect();
-        let by_host = |host: &str| {
-            mirrors
-                .iter()
-                .find(|r| r.config().mirror_of.iter().any(|h| h == host))
-                .map(|r| (*r).clone())
-        };
-        match ns {
-            Some(host) if DOCKER_HUB_HOSTS.contains(&host) => {
-                DOCKER_HUB_HOSTS.iter().find_map(|h| by_host(h))
-            }
-            Some(host) => by_host(host),
-            None => DOCKER_HUB_HOSTS
-                .iter()
-                .find_map(|h| by_host(h))
-                .or_else(|| (mirrors.len() == 1).then(|| mirrors[0].clone())),
-        }
-    }
-}
-
 impl RemoteRepo {
     /// True when the upstream is Docker Hub (one-segment names get `library/`).
     pub fn is_docker_hub(&self) -> bool {
@@ -98,9 +31,9 @@ impl RemoteRepo {
             .any(|h| DOCKER_HUB_HOSTS.contains(&h.as_str()))
             || cfg
                 .base_url
-                .as_ref()
-                .and_then(|u| u.url().host_str().map(str::to_string))
-                .is_some_and(|h| DOCKER_HUB_HOSTS.contains(&h.as_str()))
+                .url()
+                .host_str()
+                .is_some_and(|h| DOCKER_HUB_HOSTS.contains(&h))
     }
 
     /// include_patterns on registries match the image (`library/nginx`) or the full path

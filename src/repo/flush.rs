@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use super::Engine;
-use crate::config::RepoKind;
 use crate::error::{Error, Result};
 use crate::package::CacheClass;
 
@@ -53,28 +52,8 @@ impl Engine {
     /// Flushes `remote` (or every remote repository) of the objects in `scope`.
     pub async fn flush(&self, remote: Option<&str>, scope: FlushScope) -> Result<FlushReport> {
         let names: Vec<String> = match remote {
-            Some(name) => {
-                let repo = self
-                    .config
-                    .remotes
-                    .get(name)
-                    .ok_or_else(|| Error::UnknownRepository(name.to_string()))?;
-                if repo.kind != RepoKind::Remote {
-                    return Err(Error::WrongRepositoryType {
-                        name: name.to_string(),
-                        actual: repo.kind.as_str(),
-                        expected: "remote",
-                    });
-                }
-                vec![name.to_string()]
-            }
-            None => self
-                .config
-                .remotes
-                .iter()
-                .filter(|(_, r)| r.kind == RepoKind::Remote)
-                .map(|(n, _)| n.as_str().to_string())
-                .collect(),
+            Some(name) => vec![self.remote(name)?.name().to_string()],
+            None => self.remotes().map(|r| r.name().to_string()).collect(),
         };
         let mut report = FlushReport {
             remotes: names.clone(),

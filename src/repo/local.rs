@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 
-use super::{Cache, CacheStatus, Engine, RepoPath, Served};
-use crate::config::{PackageKind, RepoConfig, RepoKind};
+use super::{Cache, CacheStatus, RepoPath, Served};
+use crate::config::{LocalConfig, PackageKind};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
@@ -23,7 +23,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 
 pub struct LocalRepo {
     name: String,
-    config: RepoConfig,
+    config: LocalConfig,
     cache: Arc<Cache>,
     /// Keys with an upload in progress in this process: a second upload of the same path is
     /// refused rather than raced.
@@ -54,28 +54,6 @@ pub struct ListEntry {
     pub uploaded_at_ms: Option<u64>,
 }
 
-impl Engine {
-    /// The local repository `name`: unknown names and other repository types are errors.
-    pub fn local(&self, name: &str) -> Result<&Arc<LocalRepo>> {
-        if let Some(r) = self.locals.get(name) {
-            return Ok(r);
-        }
-        Err(self.not_of_kind(name, RepoKind::Local))
-    }
-
-    /// The error for `name` when it is not a repository of `kind`.
-    pub(crate) fn not_of_kind(&self, name: &str, kind: RepoKind) -> Error {
-        match self.config.remotes.get(name) {
-            None => Error::UnknownRepository(name.to_string()),
-            Some(repo) => Error::WrongRepositoryType {
-                name: name.to_string(),
-                actual: repo.kind.as_str(),
-                expected: kind.as_str(),
-            },
-        }
-    }
-}
-
 /// Removes its key from the in-progress set when the upload ends, however it ends.
 struct UploadSlot<'a> {
     set: &'a Mutex<HashSet<String>>,
@@ -89,7 +67,7 @@ impl Drop for UploadSlot<'_> {
 }
 
 impl LocalRepo {
-    pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> LocalRepo {
+    pub fn new(name: &str, config: LocalConfig, cache: Arc<Cache>) -> LocalRepo {
         LocalRepo {
             name: name.to_string(),
             config,
@@ -106,7 +84,7 @@ impl LocalRepo {
         self.config.package
     }
 
-    pub fn config(&self) -> &RepoConfig {
+    pub fn config(&self) -> &LocalConfig {
         &self.config
     }
 

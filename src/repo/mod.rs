@@ -1,6 +1,7 @@
 //! Repositories and the cache engine. `Engine` is what the server and the CLI hold: the config,
-//! the shared cache (storage, metadata, fills in flight, metrics) and one handler per configured
-//! repository. Callers ask it for a repository and then for a path; it never sees HTTP serving.
+//! the shared cache (storage, metadata, fills in flight, metrics) and one opened repository per
+//! configured name. Callers ask it for a repository and then for a path; it never sees HTTP
+//! serving.
 
 pub mod docker;
 pub mod flush;
@@ -9,13 +10,14 @@ pub mod inflight;
 pub mod lease;
 pub mod local;
 pub mod remote;
+pub mod resolve;
 pub mod virtual_repo;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{Config, RepoKind};
-use crate::error::{Error, Result};
+use crate::config::{Config, RepoConfig};
+use crate::error::Result;
 use crate::meta::MetaStore;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, Storage};
@@ -24,6 +26,8 @@ pub use crate::path::RepoPath;
 pub use inflight::Inflight;
 pub use local::LocalRepo;
 pub use remote::RemoteRepo;
+pub use resolve::{Repo, V2Target};
+pub use virtual_repo::VirtualRepo;
 
 /// Where a response came from, reported as `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +84,8 @@ pub struct Cache {
 pub struct Engine {
     pub config: Arc<Config>,
     pub cache: Arc<Cache>,
-    remotes: BTreeMap<String, Arc<RemoteRepo>>,
-    locals: BTreeMap<String, Arc<LocalRepo>>,
+    /// Every repository by name, virtual ones with their members resolved.
+    repos: BTreeMap<String, Repo>,
     virtuals: virtual_repo::Virtuals,
 }
 
@@ -97,44 +101,32 @@ impl Engine {
             metrics,
             hot: hot::HotCache::default(),
         });
-        let mut remotes = BTreeMap::new();
-        let mut locals = BTreeMap::new();
+        let mut repos = BTreeMap::new();
         for (name, repo) in &config.remotes {
-            if repo.kind == RepoKind::Remote {
-                let r = RemoteRepo::new(name.as_str(), repo.clone(), cache.clone())?;
-                remotes.insert(name.as_str().to_string(), Arc::new(r));
-            } else if repo.kind == RepoKind::Local {
-                let r = LocalRepo::new(name.as_str(), repo.clone(), cache.clone());
-                locals.insert(name.as_str().to_string(), Arc::new(r));
-            }
+            let opened = match repo {
+                RepoConfig::Local(c) => Repo::Local(Arc::new(LocalRepo::new(
+                    name.as_str(),
+                    c.clone(),
+                    cache.clone(),
+                ))),
+                RepoConfig::Remote(c) => Repo::Remote(Arc::new(RemoteRepo::new(
+                    name.as_str(),
+                    (**c).clone(),
+                    cache.clone(),
+                )?)),
+                RepoConfig::Virtual(_) => continue,
+            };
+            repos.insert(name.as_str().to_string(), opened);
+        }
+        for name in config.remotes.keys() {
+            virtual_repo::resolve(name.as_str(), &config, &mut repos, &mut Vec::new());
         }
         Ok(Engine {
             config: Arc::new(config),
             cache,
-            remotes,
-            locals,
+            repos,
             virtuals: virtual_repo::Virtuals::default(),
         })
-    }
-
-    /// The remote repository `name`: unknown names and other repository types are errors.
-    pub fn remote(&self, name: &str) -> Result<&Arc<RemoteRepo>> {
-        if let Some(r) = self.remotes.get(name) {
-            return Ok(r);
-        }
-        match self.config.remotes.get(name) {
-            None => Err(Error::UnknownRepository(name.to_string())),
-            Some(repo) => Err(Error::WrongRepositoryType {
-                name: name.to_string(),
-                actual: repo.kind.as_str(),
-                expected: "remote",
-            }),
-        }
-    }
-
-    /// Every remote repository.
-    pub fn remotes(&self) -> impl Iterator<Item = &Arc<RemoteRepo>> {
-        self.remotes.values()
     }
 
     /// Removes temp files left by processes that died mid-write.

@@ -5,12 +5,12 @@
 //! alpine virtual repositories are failover mirror sets. On `/v2/`, manifests resolve the same
 //! way, and blobs are asked first of the member that served the image's last manifest.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use super::docker::TagPage;
-use super::{Engine, RepoPath, Served};
-use crate::config::{RepoConfig, RepoKind};
+use super::{Engine, Repo, RepoPath, Served};
+use crate::config::{Config, PackageKind, RepoConfig, VirtualConfig};
 use crate::error::{Error, Result};
 use crate::package::docker::{Endpoint, ImageName};
 use crate::package::{CacheClass, classify};
@@ -31,6 +31,80 @@ pub struct VirtualServed {
     pub served: Served,
     /// The (local or remote) repository that answered.
     pub member: String,
+}
+
+/// A virtual repository with its members opened, in the order they are asked.
+pub struct VirtualRepo {
+    name: String,
+    config: VirtualConfig,
+    members: Vec<Repo>,
+}
+
+impl VirtualRepo {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn package(&self) -> PackageKind {
+        self.config.package
+    }
+
+    pub fn config(&self) -> &VirtualConfig {
+        &self.config
+    }
+
+    /// The local and remote repositories behind this one, in the order they are asked:
+    /// nested virtual repositories are expanded in place (when `allowed` lets them through),
+    /// and a repository reached twice is asked once.
+    fn members(&self, allowed: &dyn Fn(&VirtualConfig) -> bool) -> Vec<Repo> {
+        fn walk(v: &VirtualRepo, allowed: &dyn Fn(&VirtualConfig) -> bool, out: &mut Vec<Repo>) {
+            for m in &v.members {
+                match m {
+                    Repo::Virtual(nested) if allowed(&nested.config) => walk(nested, allowed, out),
+                    Repo::Virtual(_) => {}
+                    m if out.iter().any(|o| o.name() == m.name()) => {}
+                    m => out.push(m.clone()),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, allowed, &mut out);
+        out
+    }
+}
+
+/// Opens virtual repository `name` of `config` into `repos`, its members first (local and
+/// remote ones are there already). `stack` holds the names being opened: cycles are refused
+/// when the config is loaded, and a member that would close one is left out.
+pub(super) fn resolve(
+    name: &str,
+    config: &Config,
+    repos: &mut BTreeMap<String, Repo>,
+    stack: &mut Vec<String>,
+) -> Option<Repo> {
+    if let Some(done) = repos.get(name) {
+        return Some(done.clone());
+    }
+    let Some(RepoConfig::Virtual(cfg)) = config.remotes.get(name) else {
+        return None;
+    };
+    if stack.iter().any(|s| s == name) {
+        return None;
+    }
+    stack.push(name.to_string());
+    let members = cfg
+        .members
+        .iter()
+        .filter_map(|m| resolve(m.as_str(), config, repos, stack))
+        .collect();
+    stack.pop();
+    let repo = Repo::Virtual(Arc::new(VirtualRepo {
+        name: name.to_string(),
+        config: cfg.clone(),
+        members,
+    }));
+    repos.insert(name.to_string(), repo.clone());
+    Some(repo)
 }
 
 /// State of the virtual repositories: which member served each image's last manifest.
@@ -90,51 +164,6 @@ fn public_message(e: &Error) -> String {
 }
 
 impl Engine {
-    /// The configuration of virtual repository `name`.
-    pub fn virtual_config(&self, name: &str) -> Result<&RepoConfig> {
-        match self.config.remotes.get(name) {
-            Some(c) if c.kind == RepoKind::Virtual => Ok(c),
-            _ => Err(self.not_of_kind(name, RepoKind::Virtual)),
-        }
-    }
-
-    /// The local and remote repositories behind virtual `name`, in the order they are asked:
-    /// nested virtual repositories are expanded in place (when `allowed` lets them through),
-    /// and a repository reached twice is asked once.
-    fn members_of(&self, name: &str, allowed: &dyn Fn(&RepoConfig) -> bool) -> Vec<String> {
-        fn walk(
-            engine: &Engine,
-            name: &str,
-            allowed: &dyn Fn(&RepoConfig) -> bool,
-            depth: usize,
-            out: &mut Vec<String>,
-        ) {
-            let Some(cfg) = engine.config.remotes.get(name) else {
-                return;
-            };
-            // Cycles are refused when the config is loaded; the depth bound is a backstop.
-            if depth > 16 {
-                return;
-            }
-            for m in &cfg.members {
-                let Some(mc) = engine.config.remotes.get(m.as_str()) else {
-                    continue;
-                };
-                match mc.kind {
-                    RepoKind::Virtual if allowed(mc) => {
-                        walk(engine, m.as_str(), allowed, depth + 1, out)
-                    }
-                    RepoKind::Virtual => {}
-                    _ if out.iter().any(|o| o == m.as_str()) => {}
-                    _ => out.push(m.as_str().to_string()),
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self, name, allowed, 0, &mut out);
-        out
-    }
-
     /// GET or HEAD of `path` in virtual repository `name`.
     pub async fn virtual_read(
         &self,
@@ -142,24 +171,20 @@ impl Engine {
         path: &RepoPath,
         op: ReadOp,
     ) -> Result<VirtualServed> {
-        let cfg = self.virtual_config(name)?;
-        if !path_allowed(cfg, path) {
+        let repo = self.virtual_repo(name)?;
+        if !path_allowed(&repo.config, path) {
             return Err(Error::Forbidden);
         }
         let mut misses = Misses::default();
-        for member in self.members_of(name, &|c| path_allowed(c, path)) {
-            let result = if let Ok(local) = self.local(&member) {
-                match op {
-                    ReadOp::Get(range) => local.get(path, range).await,
-                    ReadOp::Head => local.head(path).await,
-                }
-            } else {
-                let remote = self.remote(&member)?.clone();
-                match op {
-                    ReadOp::Get(range) => remote.get(path, range).await,
-                    ReadOp::Head => remote.head(path).await,
-                }
+        for member in repo.members(&|c| path_allowed(c, path)) {
+            let result = match (&member, op) {
+                (Repo::Local(local), ReadOp::Get(range)) => local.get(path, range).await,
+                (Repo::Local(local), ReadOp::Head) => local.head(path).await,
+                (Repo::Remote(remote), ReadOp::Get(range)) => remote.get(path, range).await,
+                (Repo::Remote(remote), ReadOp::Head) => remote.head(path).await,
+                (Repo::Virtual(_), _) => continue,
             };
+            let member = member.name().to_string();
             match result {
                 Ok(served) => return Ok(VirtualServed { served, member }),
                 Err(e) => misses.record(name, &member, e)?,
@@ -178,13 +203,13 @@ impl Engine {
         page: &TagPage,
         op: ReadOp,
     ) -> Result<VirtualServed> {
-        let cfg = self.virtual_config(name)?;
+        let repo = self.virtual_repo(name)?;
         let segments: Vec<&str> = image.iter().map(String::as_str).collect();
         let requested = ImageName::from_segments(&segments)?;
-        if !image_allowed(cfg, &requested, endpoint) {
+        if !image_allowed(&repo.config, &requested, endpoint) {
             return Err(Error::Forbidden);
         }
-        let mut members = self.members_of(name, &|c| image_allowed(c, &requested, endpoint));
+        let mut members = repo.members(&|c| image_allowed(c, &requested, endpoint));
         let memory_key = (name.to_string(), requested.to_string());
         if matches!(endpoint, Endpoint::Blob(_)) {
             let source = self
@@ -194,7 +219,7 @@ impl Engine {
                 .expect("virtuals lock")
                 .get(&memory_key)
                 .cloned();
-            if let Some(pos) = source.and_then(|s| members.iter().position(|m| *m == s)) {
+            if let Some(pos) = source.and_then(|s| members.iter().position(|m| m.name() == s)) {
                 let first = members.remove(pos);
                 members.insert(0, first);
             }
@@ -202,11 +227,11 @@ impl Engine {
         let mut misses = Misses::default();
         for member in members {
             // Pushing into local docker repositories is not supported: they hold no images.
-            let Ok(remote) = self.remote(&member) else {
+            let Repo::Remote(remote) = member else {
                 misses.missing += 1;
                 continue;
             };
-            let remote = remote.clone();
+            let member = remote.name().to_string();
             let mut image = requested.clone();
             if remote.is_docker_hub() {
                 image = image.with_library_prefix();
@@ -237,7 +262,7 @@ impl Engine {
 }
 
 /// include_patterns of a plain repository: a file must match its path; index files are exempt.
-fn path_allowed(cfg: &RepoConfig, path: &RepoPath) -> bool {
+fn path_allowed(cfg: &VirtualConfig, path: &RepoPath) -> bool {
     let patterns = &cfg.include_patterns;
     patterns.is_empty()
         || classify(cfg.package, path.as_str(), &cfg.index_patterns) == CacheClass::Index
@@ -245,7 +270,7 @@ fn path_allowed(cfg: &RepoConfig, path: &RepoPath) -> bool {
 }
 
 /// include_patterns on registries: the image (`library/nginx`) or the full path must match.
-fn image_allowed(cfg: &RepoConfig, name: &ImageName, endpoint: &Endpoint) -> bool {
+fn image_allowed(cfg: &VirtualConfig, name: &ImageName, endpoint: &Endpoint) -> bool {
     let patterns = &cfg.include_patterns;
     if patterns.is_empty() {
         return true;

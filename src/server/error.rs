@@ -145,6 +145,14 @@ pub struct RegistryError {
 }
 
 impl RegistryError {
+    /// Wraps core errors of a request for `unknown_code`'s kind of object.
+    pub fn with(unknown_code: &'static str) -> impl Fn(Error) -> RegistryError {
+        move |error| RegistryError {
+            error,
+            unknown_code,
+        }
+    }
+
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match &self.error {
             Error::UnknownRepository(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
@@ -202,10 +210,7 @@ impl IntoResponse for RegistryError {
                 resp.headers_mut().insert(name, v.clone());
             }
         }
-        resp.headers_mut().insert(
-            "docker-distribution-api-version",
-            HeaderValue::from_static("registry/2.0"),
-        );
+        super::respond::registry_headers(resp.headers_mut(), None);
         if matches!(self.error, Error::Unauthenticated(_)) {
             // Registry clients answer a Bearer challenge by asking its realm for a token, so
             // only Basic is offered here.

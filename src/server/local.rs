@@ -2,211 +2,160 @@
 //! `GET`/`HEAD` of a file or of a directory listing (`{dir}/` or `?list`), and `DELETE`.
 //! Reads need the `read` role (or anonymous reads), uploads and deletes `write`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::respond::{parse_range, served};
+use super::extract::{QueryPairs, RepoTail};
+use super::respond::{read_op, record_request, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::digest::Sha256Digest;
 use crate::error::Error;
+use crate::repo::virtual_repo::ReadOp;
 use crate::repo::{LocalRepo, RepoPath};
-
-const PREFIX: &str = "/api/v1/local/";
 
 /// Request header with the expected SHA-256 of an upload; response header of a stored file.
 pub const X_CHECKSUM_SHA256: HeaderName = HeaderName::from_static("x-checksum-sha256");
-
-/// The repository name (decoded) and the raw path tail of a local or virtual URL.
-pub(super) fn split_repo_path(uri: &Uri, prefix: &str) -> (String, String) {
-    let rest = uri.path().strip_prefix(prefix).unwrap_or_default();
-    let (raw_name, raw_path) = rest.split_once('/').unwrap_or((rest, ""));
-    let name = percent_decode_str(raw_name)
-        .decode_utf8_lossy()
-        .into_owned();
-    (name, raw_path.to_string())
-}
 
 /// The repository after the caller's role on it is checked.
 fn open(
     state: &AppState,
     caller: &Caller,
-    name: &str,
+    req: &RepoTail,
     need: Role,
-) -> Result<std::sync::Arc<LocalRepo>, Error> {
-    caller.require(&state.auth, Some(name), need)?;
-    state.engine.local(name).cloned()
+) -> Result<Arc<LocalRepo>, ApiError> {
+    req.require(state, caller, need)?;
+    state
+        .engine
+        .local(&req.name)
+        .cloned()
+        .map_err(|e| req.error(e))
 }
 
-/// `GET`/`HEAD`: a file, or the listing of a directory.
+/// `GET`/`HEAD`: a file, or the listing of a directory (`{dir}/` or `?list`).
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
+    req: RepoTail,
     method: Method,
-    uri: Uri,
+    Query(query): QueryPairs,
     headers: HeaderMap,
-) -> Response {
-    let (name, raw_path) = split_repo_path(&uri, PREFIX);
-    let repo = match open(&state, &caller, &name, Role::Read) {
-        Ok(r) => r,
-        Err(e) => return ApiError::at(e, &name, Some(&raw_path)).into_response(),
-    };
-    let wants_list = raw_path.is_empty()
-        || raw_path.ends_with('/')
-        || uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "list" || p.starts_with("list=")));
+) -> Result<Response, ApiError> {
+    let repo = open(&state, &caller, &req, Role::Read)?;
+    let wants_list =
+        req.tail.is_empty() || req.tail.ends_with('/') || query.iter().any(|(k, _)| k == "list");
     if wants_list {
-        return list(&repo, &name, &raw_path).await;
+        return list(&repo, &req).await;
     }
     let metrics = &state.metrics;
+    let name = req.name.as_str();
     let package = repo.package().as_str();
-    let path = match RepoPath::parse(&raw_path) {
-        Ok(p) => p,
-        Err(e) => {
-            metrics
-                .requests
-                .with_label_values(&[&name, package, "ERROR"])
-                .inc();
-            return ApiError::at(e, &name, Some(&raw_path)).into_response();
-        }
+    let path = RepoPath::parse(&req.tail).map_err(|e| {
+        record_request(metrics, name, package, Err(&e));
+        req.error(e)
+    })?;
+    let result = match read_op(&method, &headers) {
+        ReadOp::Head => repo.head(&path).await,
+        ReadOp::Get(range) => repo.get(&path, range).await,
     };
-    let result = if method == Method::HEAD {
-        repo.head(&path).await
-    } else {
-        repo.get(&path, parse_range(&headers)).await
-    };
-    let label = match &result {
-        Ok(s) => s.cache.as_str(),
-        Err(Error::NotFound) => "NOT_FOUND",
-        Err(Error::Forbidden) => "DENIED",
-        Err(_) => "ERROR",
-    };
-    metrics
-        .requests
-        .with_label_values(&[&name, package, label])
-        .inc();
-    match result {
-        Ok(s) => {
-            let sha = s
-                .digest
-                .as_deref()
-                .map(|d| d.trim_start_matches("sha256:").to_string());
-            let mut resp = served(s, metrics.bytes_served.with_label_values(&[&name]));
-            if let Some(v) = sha.and_then(|s| HeaderValue::from_str(&s).ok()) {
-                resp.headers_mut().insert(X_CHECKSUM_SHA256, v);
-            }
-            resp
-        }
-        Err(e) => ApiError::at(e, &name, Some(path.as_str())).into_response(),
+    record_request(metrics, name, package, result.as_ref().map(|s| s.cache));
+    let s = result.map_err(|e| req.error_at(e, path.as_str()))?;
+    let sha = s
+        .digest
+        .as_deref()
+        .map(|d| d.trim_start_matches("sha256:").to_string());
+    let mut resp = served(s, metrics.bytes_served.with_label_values(&[name]));
+    if let Some(v) = sha.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        resp.headers_mut().insert(X_CHECKSUM_SHA256, v);
     }
+    Ok(resp)
 }
 
-async fn list(repo: &LocalRepo, name: &str, raw_path: &str) -> Response {
-    let raw_dir = raw_path.trim_end_matches('/');
+async fn list(repo: &LocalRepo, req: &RepoTail) -> Result<Response, ApiError> {
+    let raw_dir = req.tail.trim_end_matches('/');
     let dir = if raw_dir.is_empty() {
         None
     } else {
-        match RepoPath::parse(raw_dir) {
-            Ok(p) => Some(p),
-            Err(e) => return ApiError::at(e, name, Some(raw_path)).into_response(),
-        }
+        Some(RepoPath::parse(raw_dir).map_err(|e| req.error(e))?)
     };
-    match repo.list(dir.as_ref()).await {
-        Ok(entries) => Json(json!({
-            "repository": name,
-            "path": dir.as_ref().map(|d| format!("{d}/")).unwrap_or_default(),
-            "entries": entries,
-        }))
-        .into_response(),
-        Err(e) => ApiError::at(e, name, dir.as_ref().map(RepoPath::as_str)).into_response(),
-    }
+    let entries = repo
+        .list(dir.as_ref())
+        .await
+        .map_err(|e| ApiError::at(e, &req.name, dir.as_ref().map(RepoPath::as_str)))?;
+    Ok(Json(json!({
+        "repository": req.name,
+        "path": dir.as_ref().map(|d| format!("{d}/")).unwrap_or_default(),
+        "entries": entries,
+    }))
+    .into_response())
 }
 
 /// `PUT`: streams the body into the repository; 201 when created, 200 when replaced.
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
-    uri: Uri,
+    req: RepoTail,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let (name, raw_path) = split_repo_path(&uri, PREFIX);
-    let repo = match open(&state, &caller, &name, Role::Write) {
-        Ok(r) => r,
-        Err(e) => return ApiError::at(e, &name, Some(&raw_path)).into_response(),
-    };
-    let fail = |e: Error, path: &str| ApiError::at(e, &name, Some(path)).into_response();
-    let path = match RepoPath::parse(&raw_path) {
-        Ok(p) => p,
-        Err(e) => return fail(e, &raw_path),
-    };
-    let expected = match expected_sha256(&headers) {
-        Ok(e) => e,
-        Err(e) => return fail(e, path.as_str()),
-    };
+) -> Result<Response, ApiError> {
+    let repo = open(&state, &caller, &req, Role::Write)?;
+    let path = RepoPath::parse(&req.tail).map_err(|e| req.error(e))?;
+    let fail = |e: Error| req.error_at(e, path.as_str());
+    let expected = expected_sha256(&headers).map_err(fail)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    match repo
+    let up = repo
         .put(&path, stream, expected.as_ref(), content_type)
         .await
-    {
-        Ok(up) => {
-            tracing::info!(
-                repository = %name,
-                path = %path,
-                bytes = up.size,
-                sha256 = %up.sha256,
-                token = caller.name(),
-                created = up.created,
-                "uploaded"
-            );
-            let status = if up.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let body = json!({
-                "repository": name,
-                "path": path.as_str(),
-                "size": up.size,
-                "sha256": up.sha256,
-                "created": up.created,
-            });
-            (status, Json(body)).into_response()
-        }
-        Err(e) => fail(e, path.as_str()),
-    }
+        .map_err(fail)?;
+    tracing::info!(
+        repository = %req.name,
+        path = %path,
+        bytes = up.size,
+        sha256 = %up.sha256.hex(),
+        token = caller.name(),
+        created = up.created,
+        "uploaded"
+    );
+    let status = if up.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "repository": req.name,
+        "path": path.as_str(),
+        "size": up.size,
+        "sha256": up.sha256,
+        "created": up.created,
+    });
+    Ok((status, Json(body)).into_response())
 }
 
 /// `DELETE`: removes a file; 204, or 404 when there was none.
-pub async fn delete(State(state): State<AppState>, caller: Caller, uri: Uri) -> Response {
-    let (name, raw_path) = split_repo_path(&uri, PREFIX);
-    let repo = match open(&state, &caller, &name, Role::Write) {
-        Ok(r) => r,
-        Err(e) => return ApiError::at(e, &name, Some(&raw_path)).into_response(),
-    };
-    let path = match RepoPath::parse(&raw_path) {
-        Ok(p) => p,
-        Err(e) => return ApiError::at(e, &name, Some(&raw_path)).into_response(),
-    };
-    match repo.delete(&path).await {
-        Ok(()) => {
-            tracing::info!(repository = %name, path = %path, token = caller.name(), "deleted");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => ApiError::at(e, &name, Some(path.as_str())).into_response(),
-    }
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: RepoTail,
+) -> Result<Response, ApiError> {
+    let repo = open(&state, &caller, &req, Role::Write)?;
+    let path = RepoPath::parse(&req.tail).map_err(|e| req.error(e))?;
+    repo.delete(&path)
+        .await
+        .map_err(|e| req.error_at(e, path.as_str()))?;
+    tracing::info!(repository = %req.name, path = %path, token = caller.name(), "deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `X-Checksum-Sha256`: 64 hex digits, optionally prefixed `sha256:`.

@@ -5,6 +5,7 @@ mod admin;
 pub mod auth;
 mod docker;
 mod error;
+mod extract;
 mod local;
 mod remote;
 mod respond;

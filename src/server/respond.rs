@@ -1,15 +1,61 @@
-//! Turning an engine answer into an HTTP response, and reading the `Range` header.
+//! Turning an engine answer into an HTTP response (with the registry headers on `/v2/`),
+//! counting it, and reading the `Range` header.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures::{FutureExt, StreamExt};
 use prometheus::IntCounter;
 
-use crate::repo::Served;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::repo::virtual_repo::ReadOp;
+use crate::repo::{CacheStatus, Served};
 use crate::storage::ByteRange;
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The registry API version, sent on every `/v2/` response.
+pub const DOCKER_API_VERSION: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+/// The content digest of a registry manifest or blob.
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// Adds the registry headers: the API version, and the content digest when known.
+pub fn registry_headers(headers: &mut HeaderMap, digest: Option<&str>) {
+    headers.insert(DOCKER_API_VERSION, HeaderValue::from_static("registry/2.0"));
+    if let Some(d) = digest.and_then(|d| HeaderValue::from_str(d).ok()) {
+        headers.insert(DOCKER_CONTENT_DIGEST, d);
+    }
+}
+
+/// Counts one request to `repo` by its outcome: the cache status, or what went wrong.
+pub fn record_request(
+    metrics: &Metrics,
+    repo: &str,
+    package: &str,
+    outcome: Result<CacheStatus, &Error>,
+) {
+    let label = match outcome {
+        Ok(status) => status.as_str(),
+        Err(Error::NotFound) => "NOT_FOUND",
+        Err(Error::Forbidden) => "DENIED",
+        Err(_) => "ERROR",
+    };
+    metrics
+        .requests
+        .with_label_values(&[repo, package, label])
+        .inc();
+}
+
+/// A HEAD, or a GET with the request's range.
+pub fn read_op(method: &Method, headers: &HeaderMap) -> ReadOp {
+    if method == Method::HEAD {
+        ReadOp::Head
+    } else {
+        ReadOp::Get(parse_range(headers))
+    }
+}
 
 /// Bodies up to this size that are ready at once are sent as one full body.
 const WHOLE_BODY_MAX: u64 = 256 * 1024;

@@ -2,112 +2,90 @@
 //! tries each member in order, and say which member answered (`X-Artifactapi-Member`).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::response::Response;
 
 use super::auth::Caller;
 use super::error::RegistryError;
-use super::local::split_repo_path;
-use super::respond::{parse_range, served};
+use super::extract::RepoTail;
+use super::respond::{read_op, record_request, registry_headers, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::package::docker::V2Path;
-use crate::repo::RepoPath;
 use crate::repo::docker::TagPage;
-use crate::repo::virtual_repo::{ReadOp, VirtualServed};
-
-const PREFIX: &str = "/api/v1/virtual/";
+use crate::repo::virtual_repo::VirtualServed;
+use crate::repo::{RepoPath, VirtualRepo};
 
 /// The member repository that answered a virtual request.
 pub const X_MEMBER: HeaderName = HeaderName::from_static("x-artifactapi-member");
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
+    req: RepoTail,
     method: Method,
-    uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    let (name, raw_path) = split_repo_path(&uri, PREFIX);
-    let fail = |e: Error, path: &str| ApiError::at(e, &name, Some(path)).into_response();
-    if let Err(e) = caller.require(&state.auth, Some(&name), Role::Read) {
-        return fail(e, &raw_path);
-    }
-    let package = match state.engine.virtual_config(&name) {
-        Ok(c) => c.package.as_str(),
-        Err(e) => return fail(e, &raw_path),
-    };
-    let path = match RepoPath::parse(&raw_path) {
-        Ok(p) => p,
-        Err(e) => {
-            count(&state, &name, package, Err(&e));
-            return fail(e, &raw_path);
-        }
-    };
-    let op = if method == Method::HEAD {
-        ReadOp::Head
-    } else {
-        ReadOp::Get(parse_range(&headers))
-    };
-    let result = state.engine.virtual_read(&name, &path, op).await;
-    count(&state, &name, package, result.as_ref());
-    match result {
-        Ok(v) => respond(&state, &name, v),
-        Err(e) => fail(e, path.as_str()),
-    }
+) -> Result<Response, ApiError> {
+    req.require(&state, &caller, Role::Read)?;
+    let name = req.name.as_str();
+    let package = state
+        .engine
+        .virtual_repo(name)
+        .map_err(|e| req.error(e))?
+        .package()
+        .as_str();
+    let metrics = &state.metrics;
+    let path = RepoPath::parse(&req.tail).map_err(|e| {
+        record_request(metrics, name, package, Err(&e));
+        req.error(e)
+    })?;
+    let result = state
+        .engine
+        .virtual_read(name, &path, read_op(&method, &headers))
+        .await;
+    record_request(metrics, name, package, cache_status(&result));
+    let v = result.map_err(|e| req.error_at(e, path.as_str()))?;
+    Ok(respond(&state, name, v))
 }
 
-/// A `/v2/` request whose first segment names a docker virtual repository.
+/// A `/v2/` request whose first segment names docker virtual repository `repo`.
 pub(super) async fn v2(
     state: &AppState,
     caller: &Caller,
-    method: &Method,
+    repo: &VirtualRepo,
+    (method, headers): (&Method, &HeaderMap),
     v2: &V2Path,
     page: Result<TagPage>,
-    headers: &HeaderMap,
-) -> Response {
-    let name = v2.segments[0].as_str();
-    let unknown = v2.endpoint.unknown_code();
-    let fail = |error: Error| {
-        RegistryError {
-            error,
-            unknown_code: unknown,
-        }
-        .into_response()
-    };
-    if let Err(e) = caller.require(&state.auth, Some(name), Role::Read) {
-        return fail(e);
-    }
-    let page = match page {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let op = if method == Method::HEAD {
-        ReadOp::Head
-    } else {
-        ReadOp::Get(parse_range(headers))
-    };
+) -> Result<Response, RegistryError> {
+    let name = repo.name();
+    let fail = RegistryError::with(v2.endpoint.unknown_code());
+    caller
+        .require(&state.auth, Some(name), Role::Read)
+        .map_err(&fail)?;
+    let page = page.map_err(&fail)?;
     let result = state
         .engine
-        .docker_virtual_read(name, &v2.segments[1..], &v2.endpoint, &page, op)
+        .docker_virtual_read(
+            name,
+            &v2.segments[1..],
+            &v2.endpoint,
+            &page,
+            read_op(method, headers),
+        )
         .await;
-    count(state, name, "docker", result.as_ref());
-    match result {
-        Ok(v) => {
-            let digest = v.served.digest.clone();
-            let mut resp = respond(state, name, v);
-            let h = resp.headers_mut();
-            h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-            if let Some(d) = digest.and_then(|d| HeaderValue::from_str(&d).ok()) {
-                h.insert(CONTENT_DIGEST, d);
-            }
-            resp
-        }
-        Err(e) => fail(e),
-    }
+    record_request(&state.metrics, name, "docker", cache_status(&result));
+    let v = result.map_err(&fail)?;
+    let digest = v.served.digest.clone();
+    let mut resp = respond(state, name, v);
+    registry_headers(resp.headers_mut(), digest.as_deref());
+    Ok(resp)
+}
+
+fn cache_status(
+    result: &Result<VirtualServed>,
+) -> std::result::Result<crate::repo::CacheStatus, &crate::error::Error> {
+    result.as_ref().map(|v| v.served.cache)
 }
 
 fn respond(state: &AppState, name: &str, v: VirtualServed) -> Response {
@@ -119,19 +97,4 @@ fn respond(state: &AppState, name: &str, v: VirtualServed) -> Response {
         resp.headers_mut().insert(X_MEMBER, m);
     }
     resp
-}
-
-/// Counts a request under the virtual repository's name, by the answering member's outcome.
-fn count(state: &AppState, name: &str, package: &str, result: Result<&VirtualServed, &Error>) {
-    let label = match result {
-        Ok(v) => v.served.cache.as_str(),
-        Err(Error::NotFound) => "NOT_FOUND",
-        Err(Error::Forbidden) => "DENIED",
-        Err(_) => "ERROR",
-    };
-    state
-        .metrics
-        .requests
-        .with_label_values(&[name, package, label])
-        .inc();
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use prometheus::{Histogram, IntCounterVec};
 
-use crate::config::{BaseUrl, PackageKind, RepoConfig, Secret};
+use crate::config::{BaseUrl, PackageKind, RemoteConfig, Secret};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::path::RepoPath;
@@ -78,11 +78,9 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the client for a remote; `None` when the repository has no `base_url`.
-    pub fn new(repo: &RepoConfig) -> Result<Option<Upstream>> {
-        let Some(base) = repo.base_url.clone() else {
-            return Ok(None);
-        };
+    /// Builds the client for a remote.
+    pub fn new(repo: &RemoteConfig) -> Result<Upstream> {
+        let base = repo.base_url.clone();
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(repo.connect_timeout.0)
@@ -97,7 +95,7 @@ impl Upstream {
             }
             _ => None,
         };
-        Ok(Some(Upstream {
+        Ok(Upstream {
             client,
             base,
             credentials,
@@ -105,7 +103,7 @@ impl Upstream {
             basic_challenged: AtomicBool::new(false),
             tokens: auth::TokenCache::default(),
             observer: None,
-        }))
+        })
     }
 
     /// Records every request of this upstream in `metrics` under `repository`.

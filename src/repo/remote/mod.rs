@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::inflight::{self, FillState, Joined};
 use super::{Cache, CacheStatus, RepoPath, Served};
-use crate::config::{PackageKind, RepoConfig};
+use crate::config::{PackageKind, RemoteConfig};
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::{CacheClass, classify};
@@ -62,17 +62,15 @@ impl Fetch {
 
 pub struct RemoteRepo {
     name: String,
-    config: RepoConfig,
+    config: RemoteConfig,
     upstream: Upstream,
     cache: Arc<Cache>,
     pending_tags: manifest::PendingTags,
 }
 
 impl RemoteRepo {
-    pub fn new(name: &str, config: RepoConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
-        let upstream = Upstream::new(&config)?.ok_or_else(|| {
-            Error::BadRequest(format!("remote repository '{name}' has no base_url"))
-        })?;
+    pub fn new(name: &str, config: RemoteConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
+        let upstream = Upstream::new(&config)?;
         Ok(RemoteRepo {
             name: name.to_string(),
             upstream: upstream.observed_as(name, &cache.metrics),
@@ -90,7 +88,7 @@ impl RemoteRepo {
         self.config.package
     }
 
-    pub fn config(&self) -> &RepoConfig {
+    pub fn config(&self) -> &RemoteConfig {
         &self.config
     }
 
