@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use common::{Proxy, TestUpstream, client, have_tool};
+use common::{Proxy, TestUpstream, client, have_tool, header_all, status_and_code, tools};
 
 const READER: &str = "reader-secret-0123456789";
 const WRITER: &str = "writer-secret-0123456789";
@@ -27,26 +27,6 @@ fn repos(up: &TestUpstream) -> String {
         up.url(),
         up.url()
     )
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-async fn status_and_code(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
-    let code = v["error"]
-        .as_str()
-        .or(v["errors"][0]["code"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    (status, code)
 }
 
 #[tokio::test]
@@ -78,7 +58,7 @@ async fn anonymous_reads_follow_the_config() {
         "/api/v1/remote/no-such-repo/a.txt",
     ] {
         let r = c.get(closed.url(path)).send().await.unwrap();
-        let challenge = header(&r, "www-authenticate");
+        let challenge = header_all(&r, "www-authenticate");
         assert!(
             challenge.contains("Basic realm=") && challenge.contains("Bearer realm="),
             "{path}: {challenge}"
@@ -93,7 +73,7 @@ async fn anonymous_reads_follow_the_config() {
     for path in ["/v2/", "/v2/hub/library/x/manifests/latest"] {
         let r = c.get(closed.url(path)).send().await.unwrap();
         assert_eq!(
-            header(&r, "www-authenticate"),
+            header_all(&r, "www-authenticate"),
             "Basic realm=\"artifactapi\", charset=\"UTF-8\""
         );
         assert_eq!(
@@ -147,38 +127,21 @@ async fn uploads_need_write_and_flush_needs_admin() {
     let url = proxy.url("/api/v1/local/uploads/dir/a.txt");
 
     let r = c.put(&url).body("a").send().await.unwrap();
-    assert!(header(&r, "www-authenticate").contains("Basic realm="));
+    assert!(header_all(&r, "www-authenticate").contains("Basic realm="));
     assert_eq!(status_and_code(r).await, (401, "unauthorized".into()));
-    let r = c
-        .put(&url)
-        .bearer_auth(READER)
-        .body("a")
-        .send()
-        .await
-        .unwrap();
+    let put_as = |url: String, secret: &'static str, body: &'static str| {
+        c.put(url).bearer_auth(secret).body(body).send()
+    };
+    let r = put_as(url.clone(), READER, "a").await.unwrap();
     assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
-    let r = c
-        .put(&url)
-        .bearer_auth(WRITER)
-        .body("a")
-        .send()
-        .await
-        .unwrap();
+    let r = put_as(url.clone(), WRITER, "a").await.unwrap();
     assert_eq!(r.status(), 201);
     // A role on one repository only.
-    let r = c
-        .put(proxy.url("/api/v1/local/uploads/ci.txt"))
-        .bearer_auth(CI)
-        .body("ci")
-        .send()
+    let r = put_as(proxy.url("/api/v1/local/uploads/ci.txt"), CI, "ci")
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = c
-        .put(proxy.url("/api/v1/local/other/ci.txt"))
-        .bearer_auth(CI)
-        .body("ci")
-        .send()
+    let r = put_as(proxy.url("/api/v1/local/other/ci.txt"), CI, "ci")
         .await
         .unwrap();
     assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
@@ -187,42 +150,36 @@ async fn uploads_need_write_and_flush_needs_admin() {
     if have_tool("curl") {
         let file = proxy.dir.path().join("upload.txt");
         std::fs::write(&file, "from curl").unwrap();
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--noproxy",
-                "*",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("-u")
-            .arg(format!("writer:{WRITER}"))
-            .arg("-T")
-            .arg(&file)
-            .arg(proxy.url("/api/v1/local/uploads/curl.txt"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--noproxy",
-                "*",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("-u")
-            .arg(format!("writer:{READER}"))
-            .arg("-T")
-            .arg(&file)
-            .arg(proxy.url("/api/v1/local/uploads/curl2.txt"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+        // `curl -u USER:SECRET -T FILE URL`, and the status it got.
+        let curl_upload = |user_secret: &str, url: &str| {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "--noproxy",
+                    "*",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg("-u")
+                .arg(user_secret)
+                .arg("-T")
+                .arg(&file)
+                .arg(url)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let to = |name: &str| proxy.url(&format!("/api/v1/local/uploads/{name}"));
+        assert_eq!(
+            curl_upload(&format!("writer:{WRITER}"), &to("curl.txt")),
+            "201"
+        );
+        assert_eq!(
+            curl_upload(&format!("writer:{READER}"), &to("curl2.txt")),
+            "401"
+        );
         let r = c
             .get(proxy.url("/api/v1/local/uploads/curl.txt"))
             .send()
@@ -332,12 +289,9 @@ async fn credentials_stay_between_client_and_proxy() {
 
 #[tokio::test]
 async fn skopeo_logs_in_with_a_token_when_anonymous_reads_are_off() {
-    use common::registry::{Auth, Layout, Registry, pull, skopeo};
-    let mut ok = true;
-    for t in ["docker-registry", "skopeo", "umoci"] {
-        ok &= have_tool(t);
-    }
-    if !ok {
+    use common::layout::{Layout, pull, skopeo};
+    use common::registry::{Auth, Registry};
+    if !tools(&["docker-registry", "skopeo", "umoci"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

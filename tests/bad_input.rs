@@ -6,37 +6,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proxy, TestUpstream, walk};
+use common::{Proxy, TestUpstream, raw_request, walk};
 
 const CANARY: &str = "CANARY-7f3a91";
-
-/// Sends `request` as raw bytes and returns the status (0 if there was no HTTP answer) and
-/// the body.
-fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // The server may answer and close before reading an oversized request to its end.
-    let _ = s.write_all(request);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|t| t.get(..3))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
 
 fn get(addr: SocketAddr, target: &[u8], extra_headers: &str) -> (u16, String) {
     let mut req = b"GET ".to_vec();

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Proxy, TestUpstream, have_tool, test_bytes};
+use common::{Proxy, TestUpstream, have_tool, test_bytes, tools};
 
 struct Cli {
     dir: tempfile::TempDir,
@@ -115,7 +115,7 @@ fn warm_from_paths_and_github_releases_then_ls_and_flush() {
         up.url(),
         up.url()
     ));
-    let out = cli.run(&[
+    cli.ok(&[
         "warm",
         "gh",
         "--github-releases",
@@ -124,11 +124,6 @@ fn warm_from_paths_and_github_releases_then_ls_and_flush() {
         "linux",
         "latest.json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
         cli.keys(),
         vec![
@@ -228,7 +223,7 @@ fn warm_from_apkindex_respects_include_patterns() {
         "  alpine:\n    type: remote\n    package: alpine\n    base_url: {}/alpine\n    include_patterns: ['/(busybox|musl)-']\n",
         up.url()
     ));
-    let out = cli.run(&[
+    cli.ok(&[
         "warm",
         "alpine",
         "--apkindex",
@@ -236,11 +231,6 @@ fn warm_from_apkindex_respects_include_patterns() {
         "-j",
         "2",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
         cli.keys(),
         vec![
@@ -300,12 +290,7 @@ fn warm_from_rpm_repodata() {
         "  el:\n    type: remote\n    package: rpm\n    base_url: {}/el\n",
         up.url()
     ));
-    let out = cli.run(&["warm", "el", "--repodata", "9/x86_64"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli.ok(&["warm", "el", "--repodata", "9/x86_64"]);
     let keys = cli.keys();
     for rpm in ["warm-one-2.0-1.noarch.rpm", "warm-two-2.0-1.noarch.rpm"] {
         assert!(
@@ -474,12 +459,9 @@ fn every_example_config_is_valid() {
 /// stopped, and a second warm is all hits.
 #[test]
 fn warm_and_fetch_docker_images_then_pull_with_the_registry_stopped() {
-    use common::registry::{Auth, Layout, Registry, digest_of, pull};
-    let mut ok = true;
-    for t in ["docker-registry", "skopeo", "umoci"] {
-        ok &= have_tool(t);
-    }
-    if !ok {
+    use common::layout::{Layout, digest_of, pull};
+    use common::registry::{Auth, Registry};
+    if !tools(&["docker-registry", "skopeo", "umoci"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Mode, Proxy, TestUpstream, client, sha256_hex, test_bytes, walk};
+use common::{Mode, Proxy, TestUpstream, client, get_json, sha256_hex, test_bytes, walk};
 
 fn generic(up: &TestUpstream) -> String {
     format!(
@@ -79,14 +79,7 @@ async fn fetch(c: &reqwest::Client, url: &str) -> Outcome {
 async fn fills_settled(c: &reqwest::Client, proxy: &Proxy) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let health: serde_json::Value = c
-            .get(proxy.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = get_json(c, &proxy.url("/health")).await;
         if health["fills_in_flight"] == 0 {
             return;
         }
@@ -219,13 +212,11 @@ async fn kill_9_during_20_fills_then_restart() {
     let paths: Vec<String> = (0..20).map(|i| format!("k/obj-{i}.bin")).collect();
     let bodies: Vec<Bytes> = (0..20).map(|i| test_bytes(size, 900 + i)).collect();
     for (p, b) in paths.iter().zip(&bodies) {
-        up.put(&format!("files/{p}"), b.clone());
-        up.set_mode(
+        up.put_slow(
             &format!("files/{p}"),
-            Mode::Slow {
-                chunk: 64 * 1024,
-                delay: Duration::from_millis(100),
-            },
+            b.clone(),
+            64 * 1024,
+            Duration::from_millis(100),
         );
     }
     let clients: Vec<_> = paths

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backends::{BUCKET, Backends, unique_name};
-use common::{Mode, Proxy, TestUpstream, client, sha256_hex, test_bytes};
+use common::{Mode, Proxy, TestUpstream, client, header, sha256_hex, test_bytes, wait_for_get_hit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -24,13 +24,6 @@ fn generic(up: &TestUpstream, extra: &str) -> String {
 const ADMIN: &str = "auth:\n  tokens:\n    - name: ops\n      secret: ops-secret-0123456789\n      roles:\n        \"*\": [admin]\n";
 const ADMIN_SECRET: &str = "ops-secret-0123456789";
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 /// Streams a body through SHA-256, never holding it whole.
 async fn body_sha(r: reqwest::Response) -> (u64, String) {
     let mut h = Sha256::new();
@@ -44,16 +37,27 @@ async fn body_sha(r: reqwest::Response) -> (u64, String) {
     (n, hex::encode(h.finalize()))
 }
 
-async fn wait_for_hit(c: &reqwest::Client, url: &str) {
-    for _ in 0..100 {
-        let r = c.get(url).send().await.unwrap();
-        if header(&r, "x-cache") == "HIT" {
-            return;
+/// Flushes everything of `gen` through `p` as the admin; asserts a 200 and returns its body.
+async fn flush_all(c: &reqwest::Client, p: &Proxy) -> serde_json::Value {
+    let r = c
+        .post(p.url("/api/v1/cache/flush?remote=gen&type=all"))
+        .bearer_auth(ADMIN_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Polls `/health` every 100 ms, at most `tries` times, until it answers 200.
+async fn becomes_healthy(c: &reqwest::Client, p: &Proxy, tries: usize) -> bool {
+    for _ in 0..tries {
+        if c.get(p.url("/health")).send().await.unwrap().status() == 200 {
+            return true;
         }
-        let _ = r.bytes().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{url} never became a hit");
+    false
 }
 
 fn start() -> Option<Arc<Backends>> {
@@ -66,13 +70,11 @@ async fn twenty_cold_requests_over_two_replicas_make_one_upstream_get() {
     let up = TestUpstream::start();
     let body = test_bytes(64 * 1024 * 1024, 41);
     let want = sha256_hex(&body);
-    up.put("files/big.bin", body);
-    up.set_mode(
+    up.put_slow(
         "files/big.bin",
-        Mode::Slow {
-            chunk: 1024 * 1024,
-            delay: Duration::from_millis(15),
-        },
+        body,
+        1024 * 1024,
+        Duration::from_millis(15),
     );
     let name = unique_name();
     let r1 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), ADMIN);
@@ -101,8 +103,8 @@ async fn twenty_cold_requests_over_two_replicas_make_one_upstream_get() {
         "one upstream GET in all"
     );
     // Both replicas now serve it as a hit from the shared bucket.
-    wait_for_hit(&c, &urls[0]).await;
-    wait_for_hit(&c, &urls[1]).await;
+    wait_for_get_hit(&c, &urls[0]).await;
+    wait_for_get_hit(&c, &urls[1]).await;
     assert_eq!(up.count("GET", "files/big.bin"), 1);
     assert_eq!(
         sha256_hex(&r1.stored("gen/big.bin").await.unwrap()),
@@ -123,17 +125,10 @@ async fn a_flush_through_one_replica_is_seen_by_the_other() {
     let r = c.get(r1.remote("gen", "a.bin")).send().await.unwrap();
     assert_eq!(header(&r, "x-cache"), "MISS");
     r.bytes().await.unwrap();
-    wait_for_hit(&c, &r2.remote("gen", "a.bin")).await;
+    wait_for_get_hit(&c, &r2.remote("gen", "a.bin")).await;
     assert_eq!(up.count("GET", "files/a.bin"), 1, "r2 hit what r1 stored");
 
-    let r = c
-        .post(r1.url("/api/v1/cache/flush?remote=gen&type=all"))
-        .bearer_auth(ADMIN_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let v = flush_all(&c, &r1).await;
     assert_eq!(v["flushed"]["objects"], 1, "{v}");
 
     let r = c.get(r2.remote("gen", "a.bin")).send().await.unwrap();
@@ -176,14 +171,7 @@ async fn a_flush_deletes_ten_thousand_objects() {
     puts.buffer_unordered(16).collect::<Vec<_>>().await;
     assert_eq!(proxy.stored_keys("gen/").await.len(), 10_000);
 
-    let r = client()
-        .post(proxy.url("/api/v1/cache/flush?remote=gen&type=all"))
-        .bearer_auth(ADMIN_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let v = flush_all(&client(), &proxy).await;
     assert_eq!(v["flushed"]["objects"], 10_000, "{v}");
     assert!(proxy.stored_keys("gen/").await.is_empty());
 }
@@ -204,7 +192,7 @@ async fn redis_outage_keeps_hits_working_and_ttls_return_with_it() {
     let index_url = p.remote("gen", "repo.idx");
     for url in [&file_url, &index_url] {
         c.get(url).send().await.unwrap().bytes().await.unwrap();
-        wait_for_hit(&c, url).await;
+        wait_for_get_hit(&c, url).await;
     }
 
     b.redis.stop();
@@ -235,19 +223,14 @@ async fn redis_outage_keeps_hits_working_and_ttls_return_with_it() {
 
     // Redis back (empty): records are written again and index TTLs expire and revalidate.
     b.redis.restart();
-    let mut healthy = false;
-    for _ in 0..50 {
-        if c.get(p.url("/health")).send().await.unwrap().status() == 200 {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healthy, "health recovers without a restart");
+    assert!(
+        becomes_healthy(&c, &p, 50).await,
+        "health recovers without a restart"
+    );
     let r = c.get(&index_url).send().await.unwrap();
     assert_eq!(header(&r, "x-cache"), "MISS");
     r.bytes().await.unwrap();
-    wait_for_hit(&c, &index_url).await;
+    wait_for_get_hit(&c, &index_url).await;
     assert!(
         b.redis
             .cli(&["--scan", "--pattern", "*fresh:*"])
@@ -275,7 +258,7 @@ async fn s3_outage_is_503_with_retry_after_and_recovers() {
     let c = client();
     let url = p.remote("gen", "a.bin");
     c.get(&url).send().await.unwrap().bytes().await.unwrap();
-    wait_for_hit(&c, &url).await;
+    wait_for_get_hit(&c, &url).await;
     let small_url = p.remote("gen", "small.bin");
     c.get(&small_url)
         .send()
@@ -284,7 +267,7 @@ async fn s3_outage_is_503_with_retry_after_and_recovers() {
         .bytes()
         .await
         .unwrap();
-    wait_for_hit(&c, &small_url).await;
+    wait_for_get_hit(&c, &small_url).await;
 
     b.garage.stop();
     // A small object already read from S3 is served from memory meanwhile.
@@ -321,13 +304,11 @@ async fn killing_a_replica_mid_multipart_upload_leaves_no_object() {
     let Some(b) = start() else { return };
     let up = TestUpstream::start();
     let body = test_bytes(40 * 1024 * 1024, 48);
-    up.put("files/k.bin", body.clone());
-    up.set_mode(
+    up.put_slow(
         "files/k.bin",
-        Mode::Slow {
-            chunk: 1024 * 1024,
-            delay: Duration::from_millis(30),
-        },
+        body.clone(),
+        1024 * 1024,
+        Duration::from_millis(30),
     );
     let name = unique_name();
     let mut p = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), "");
@@ -358,7 +339,7 @@ async fn killing_a_replica_mid_multipart_upload_leaves_no_object() {
     assert_eq!(n, body.len() as u64);
     assert_eq!(sha, sha256_hex(&body));
     assert!(started.elapsed() < Duration::from_secs(30));
-    wait_for_hit(&c, &p2.remote("gen", "k.bin")).await;
+    wait_for_get_hit(&c, &p2.remote("gen", "k.bin")).await;
     assert_eq!(
         sha256_hex(&p2.stored("gen/k.bin").await.unwrap()),
         sha256_hex(&body)
@@ -416,7 +397,7 @@ async fn redis_and_garage_restarted_under_load() {
     for (name, _) in &files {
         let url = p.remote("gen", name);
         c.get(&url).send().await.unwrap().bytes().await.unwrap();
-        wait_for_hit(&c, &url).await;
+        wait_for_get_hit(&c, &url).await;
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -485,29 +466,24 @@ async fn redis_and_garage_restarted_under_load() {
     let set_phase = |name: &'static str| *phase.lock().unwrap() = name;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // Runs `step` on the backends off the runtime (stops and restarts block), then lets the
+    // load run for 3 s.
+    let backend_step = |step: fn(&Backends)| {
+        let bb = b.clone();
+        async move {
+            tokio::task::spawn_blocking(move || step(&bb))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    };
     set_phase("redis");
-    let bb = b.clone();
-    tokio::task::spawn_blocking(move || bb.redis.stop())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let bb = b.clone();
-    tokio::task::spawn_blocking(move || bb.redis.restart())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    backend_step(|b| b.redis.stop()).await;
+    backend_step(|b| b.redis.restart()).await;
 
     set_phase("garage");
-    let bb = b.clone();
-    tokio::task::spawn_blocking(move || bb.garage.stop())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let bb = b.clone();
-    tokio::task::spawn_blocking(move || bb.garage.restart())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    backend_step(|b| b.garage.stop()).await;
+    backend_step(|b| b.garage.restart()).await;
     set_phase("after");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
@@ -560,15 +536,7 @@ async fn redis_and_garage_restarted_under_load() {
     assert_eq!(failed("redis"), 0, "a Redis outage must not fail requests");
 
     // Recovered: health, hits of every kind, and new misses, all correct, with no restart.
-    let mut healthy = false;
-    for _ in 0..100 {
-        if c.get(p.url("/health")).send().await.unwrap().status() == 200 {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healthy, "health recovers");
+    assert!(becomes_healthy(&c, &p, 100).await, "health recovers");
     for (name, body) in files.iter() {
         let r = c.get(p.remote("gen", name)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{name}");

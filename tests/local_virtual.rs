@@ -13,8 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::registry::{Auth, Layout, Registry, blobs_of, digest_of, free_port, pull};
-use common::{Mode, Proxy, TestUpstream, client, have_tool, raw_get, sha256_hex, test_bytes};
+use common::layout::{Layout, blobs_of, digest_of, pull};
+use common::registry::{Auth, Registry};
+use common::{
+    Mode, Proxy, TestUpstream, client, error_code, free_port, get_json, have_tool, header, raw_get,
+    raw_request, sha256_hex, test_bytes, tools,
+};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -25,13 +29,6 @@ const OPS: &str = "ops-secret-0123456789";
 const AUTH: &str = "auth:\n  tokens:\n    - name: writer\n      secret: writer-secret-0123456789\n      roles:\n        \"*\": [write]\n    - name: ops\n      secret: ops-secret-0123456789\n      roles:\n        \"*\": [admin]\n";
 
 const LOCALS: &str = "  uploads:\n    type: local\n    package: generic\n  scratch:\n    type: local\n    package: generic\n    allow_overwrite: true\n";
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
 
 fn local_url(proxy: &Proxy, repo: &str, path: &str) -> String {
     proxy.url(&format!("/api/v1/local/{repo}/{path}"))
@@ -52,11 +49,6 @@ async fn upload(
         req = req.header("x-checksum-sha256", sum);
     }
     req.send().await.unwrap()
-}
-
-async fn error_code(r: reqwest::Response) -> String {
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["error"].as_str().unwrap_or_default().to_string()
 }
 
 /// Resident memory of `pid` in KiB.
@@ -84,24 +76,16 @@ fn sha256_file(path: &std::path::Path) -> String {
     hex::encode(h.finalize())
 }
 
-/// A raw HTTP/1.1 request, for paths that URL libraries would normalise.
-fn raw_request(addr: SocketAddr, method: &str, raw_path: &str, body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {raw_path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {WRITER}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+/// A raw `PUT raw_path` as the writer, for paths that URL libraries would normalise; returns
+/// the status.
+fn raw_put(addr: SocketAddr, raw_path: &str, body: &[u8]) -> u16 {
+    let mut request = format!(
+        "PUT {raw_path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {WRITER}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    .into_bytes();
+    request.extend_from_slice(body);
+    raw_request(addr, &request).0
 }
 
 /// 1 GiB: 1024 blocks of 1 MiB, each a random block with its index written into it.
@@ -253,14 +237,7 @@ async fn uploads_checksums_conflicts_deletes_and_listings() {
     // Listings.
     let c_txt = local_url(&proxy, "uploads", "dir/sub/c.txt");
     assert_eq!(upload(&c, &c_txt, "see", None).await.status(), 201);
-    let root: serde_json::Value = c
-        .get(local_url(&proxy, "uploads", ""))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let root = get_json(&c, &local_url(&proxy, "uploads", "")).await;
     assert_eq!(
         root["entries"],
         serde_json::json!([{"name": "dir", "type": "directory"}])
@@ -301,7 +278,7 @@ async fn uploads_checksums_conflicts_deletes_and_listings() {
         "/api/v1/local/uploads/a%2f..%2fb",
         "/api/v1/local/uploads/.artifactapi-tmp-1-1",
     ] {
-        assert_eq!(raw_request(proxy.addr, "PUT", raw, b"x"), 400, "{raw}");
+        assert_eq!(raw_put(proxy.addr, raw, b"x"), 400, "{raw}");
         assert_eq!(raw_get(proxy.addr, raw).0, 400, "{raw}");
     }
     assert!(!proxy.dir.path().join("escape").exists());
@@ -457,11 +434,7 @@ async fn virtual_repository_asks_members_in_order_and_survives_a_down_member() {
 
 #[tokio::test]
 async fn docker_virtual_repository_serves_a_skopeo_pull() {
-    let mut ok = true;
-    for t in ["docker-registry", "skopeo", "umoci"] {
-        ok &= have_tool(t);
-    }
-    if !ok {
+    if !tools(&["docker-registry", "skopeo", "umoci"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

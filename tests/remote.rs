@@ -5,7 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Mode, Proxy, TestUpstream, client, raw_get, sha256_hex, test_bytes};
+use common::{
+    Mode, Proxy, TestUpstream, client, error_code, free_port, get_json, get_text, header, raw_get,
+    sha256_hex, test_bytes, wait_for_hit,
+};
 use futures::StreamExt;
 
 fn generic(up: &TestUpstream, extra: &str) -> String {
@@ -13,13 +16,6 @@ fn generic(up: &TestUpstream, extra: &str) -> String {
         "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n{extra}",
         up.url()
     )
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -97,31 +93,18 @@ async fn hit_survives_restart() {
     assert_eq!(r.bytes().await.unwrap(), test_bytes(1000, 2));
 }
 
-async fn wait_for_hit(c: &reqwest::Client, url: &str) {
-    for _ in 0..100 {
-        let r = c.head(url).send().await.unwrap();
-        if header(&r, "x-cache") == "HIT" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("{url} never became a hit");
-}
-
 #[tokio::test]
 async fn concurrent_cold_requests_make_one_upstream_get_and_stream_early() {
     let up = TestUpstream::start();
     let size = 64 * 1024 * 1024;
     let body = test_bytes(size, 3);
     let expected = sha256_hex(&body);
-    up.put("files/big.iso", body);
     // 64 MiB in 1 MiB pieces, 30 ms apart: about two seconds of upstream transfer.
-    up.set_mode(
+    up.put_slow(
         "files/big.iso",
-        Mode::Slow {
-            chunk: 1024 * 1024,
-            delay: Duration::from_millis(30),
-        },
+        body,
+        1024 * 1024,
+        Duration::from_millis(30),
     );
     let proxy = Proxy::start(&generic(&up, ""));
     let c = client();
@@ -169,14 +152,7 @@ async fn concurrent_cold_requests_make_one_upstream_get_and_stream_early() {
         .expect("upstream finished sending");
     let early = firsts.iter().filter(|f| **f < finished).count();
     assert_eq!(early, 50, "every client got bytes before upstream finished");
-    let metrics = c
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&c, &proxy.url("/metrics")).await;
     assert!(
         metrics.contains("artifactapi_coalesced_waiters_total{repository=\"gen\"} 49"),
         "{metrics}"
@@ -423,8 +399,7 @@ async fn upstream_404_is_remembered_for_negative_ttl() {
     for _ in 0..3 {
         let r = c.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 404);
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"], "not_found");
+        assert_eq!(error_code(r).await, "not_found");
     }
     assert_eq!(up.count("GET", "files/missing.bin"), 1);
 }
@@ -434,10 +409,8 @@ async fn upstream_errors_map_to_502_and_504() {
     let up = TestUpstream::start();
     up.put("files/boom", "x");
     up.set_mode("files/boom", Mode::Status(500));
-    // A port nothing listens on: bind, note it, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
+    // A port nothing listens on.
+    let dead_port = free_port();
     let proxy = Proxy::start(&format!(
         "{}  dead:\n    type: remote\n    package: generic\n    base_url: http://127.0.0.1:{dead_port}\n    connect_timeout: 2\n",
         generic(&up, "")
@@ -445,12 +418,10 @@ async fn upstream_errors_map_to_502_and_504() {
     let c = client();
     let r = c.get(proxy.remote("gen", "boom")).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "upstream_error");
+    assert_eq!(error_code(r).await, "upstream_error");
     let r = c.get(proxy.remote("dead", "x")).send().await.unwrap();
     assert_eq!(r.status(), 504);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "upstream_unreachable");
+    assert_eq!(error_code(r).await, "upstream_unreachable");
 }
 
 #[tokio::test]
@@ -468,8 +439,7 @@ async fn unknown_and_non_remote_repositories() {
     assert_eq!(body["remote"], "nope");
     let r = c.get(proxy.remote("uploads", "x")).send().await.unwrap();
     assert_eq!(r.status(), 400);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "wrong_repository_type");
+    assert_eq!(error_code(r).await, "wrong_repository_type");
     let r = c.get(proxy.url("/nowhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
@@ -481,14 +451,7 @@ async fn health_and_metrics() {
     up.put("files/m", "metric");
     let proxy = Proxy::start(&generic(&up, ""));
     let c = client();
-    let h: serde_json::Value = c
-        .get(proxy.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = get_json(&c, &proxy.url("/health")).await;
     assert_eq!(h["status"], "ok");
     assert_eq!(h["backends"]["storage"]["reachable"], true);
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
@@ -499,14 +462,7 @@ async fn health_and_metrics() {
         .bytes()
         .await
         .unwrap();
-    let m = c
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&c, &proxy.url("/metrics")).await;
     for needle in [
         "artifactapi_requests_total{cache=\"MISS\",package=\"generic\",repository=\"gen\"} 1",
         "artifactapi_upstream_requests_total{repository=\"gen\",status=\"200\"} 1",
@@ -522,13 +478,11 @@ async fn health_and_metrics() {
 async fn sigterm_lets_responses_finish_and_leaves_no_temp_files() {
     let up = TestUpstream::start();
     let body = test_bytes(4 * 1024 * 1024, 7);
-    up.put("files/slow.bin", body.clone());
-    up.set_mode(
+    up.put_slow(
         "files/slow.bin",
-        Mode::Slow {
-            chunk: 256 * 1024,
-            delay: Duration::from_millis(60),
-        },
+        body.clone(),
+        256 * 1024,
+        Duration::from_millis(60),
     );
     let mut proxy = Proxy::start(&generic(&up, ""));
     let c = client();
@@ -567,13 +521,11 @@ async fn sigterm_lets_responses_finish_and_leaves_no_temp_files() {
 async fn killed_mid_fill_leaves_no_partial_object_after_restart() {
     let up = TestUpstream::start();
     let body = test_bytes(8 * 1024 * 1024, 8);
-    up.put("files/k.bin", body.clone());
-    up.set_mode(
+    up.put_slow(
         "files/k.bin",
-        Mode::Slow {
-            chunk: 256 * 1024,
-            delay: Duration::from_millis(50),
-        },
+        body.clone(),
+        256 * 1024,
+        Duration::from_millis(50),
     );
     let mut proxy = Proxy::start(&generic(&up, ""));
     let c = client();
@@ -600,13 +552,11 @@ async fn killed_mid_fill_leaves_no_partial_object_after_restart() {
 async fn a_client_that_disconnects_does_not_abort_the_fill() {
     let up = TestUpstream::start();
     let body = test_bytes(6 * 1024 * 1024, 9);
-    up.put("files/d.bin", body.clone());
-    up.set_mode(
+    up.put_slow(
         "files/d.bin",
-        Mode::Slow {
-            chunk: 256 * 1024,
-            delay: Duration::from_millis(20),
-        },
+        body.clone(),
+        256 * 1024,
+        Duration::from_millis(20),
     );
     let proxy = Proxy::start(&generic(&up, ""));
     let url = proxy.remote("gen", "d.bin");

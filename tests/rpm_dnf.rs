@@ -6,17 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Proxy, TestUpstream, have_tool};
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{Proxy, TestUpstream, have_tool, run};
 
 fn build_rpm(top: &Path, name: &str) {
     std::fs::create_dir_all(top).unwrap();

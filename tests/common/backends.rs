@@ -2,14 +2,15 @@
 //! (S3), each in its own temp dir on free ports, stopped by PID on drop. Missing binaries skip
 //! the test locally and fail it under CI / ARTIFACTAPI_REQUIRE_TOOLS (see `have_tool`).
 
+use std::fs::{File, OpenOptions};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::have_tool;
+use super::{READY_BOUND, free_port, have_tool, log_tail, wait_ready};
 
 pub const BUCKET: &str = "artifacts";
 pub const KEY_ID: &str = "GK0123456789abcdef01234567";
@@ -31,23 +32,35 @@ pub fn shared_backend_requested() -> bool {
     std::env::var("ARTIFACTAPI_TEST_BACKEND").is_ok_and(|v| v == "s3")
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// Appends to the log file at `path` (a restarted server keeps the earlier lines).
+fn log_file(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
-fn wait_port(port: u16, what: &str) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what} did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `child` listens on `port`; when it exits first or never does, panics with its
+/// log (the file at `log`).
+fn wait_port(child: &Mutex<Option<Child>>, port: u16, what: &str, log: &Path) {
+    let log = || log_tail(log);
+    wait_ready(
+        &format!("{what} on port {port}"),
+        Duration::from_millis(50),
+        &log,
+        || {
+            if let Some(c) = child.lock().unwrap().as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "{what} exited ({status}) before listening on {port}; its log:\n{}",
+                    log()
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        },
+    );
 }
 
 fn kill(child: &Mutex<Option<Child>>) {
@@ -80,17 +93,19 @@ impl Redis {
     }
 
     fn spawn(&self) {
+        let log = self.dir.path().join("redis.log");
+        let out = log_file(&log);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
             .expect("spawn redis-server");
         *self.child.lock().unwrap() = Some(child);
-        wait_port(self.port, "redis-server");
+        wait_port(&self.child, self.port, "redis-server", &log);
     }
 
     pub fn url(&self) -> String {
@@ -173,34 +188,31 @@ impl Garage {
     }
 
     fn spawn(&self) {
-        let log = std::fs::File::create(self.dir.path().join("garage.log")).unwrap();
         let child = Command::new("garage")
             .arg("-c")
             .arg(&self.config)
             .arg("server")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log_file(&self.log_path()))
             .spawn()
             .expect("spawn garage");
         *self.child.lock().unwrap() = Some(child);
-        wait_port(self.s3_port, "garage");
+        wait_port(&self.child, self.s3_port, "garage", &self.log_path());
+    }
+
+    /// The server's log (its stderr).
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("garage.log")
     }
 
     /// Waits until the S3 API answers for the bucket (not just accepts connections).
     fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            let ok = reqwest::blocking_head(&format!("{}/{BUCKET}", self.endpoint()));
-            if ok.is_some_and(|s| s != 503 && s < 500) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "garage S3 API not ready"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let url = format!("{}/{BUCKET}", self.endpoint());
+        let log = || log_tail(&self.log_path());
+        wait_ready("garage S3 API", Duration::from_millis(100), &log, || {
+            reqwest::blocking_head(&url).is_some_and(|s| s != 503 && s < 500)
+        });
     }
 
     fn cli_retry(&self, args: &[&str]) -> String {
@@ -217,9 +229,10 @@ impl Garage {
                 return String::from_utf8_lossy(&out.stdout).into_owned();
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "garage {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+                start.elapsed() < READY_BOUND,
+                "garage {args:?} failed for {READY_BOUND:?}: {}\nserver log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                log_tail(&self.log_path())
             );
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -1,0 +1,355 @@
+//! A controllable upstream HTTP server for tests: serves files put into it or read from a
+//! directory, counts requests (and conditional ones), and can be slow, cut bodies, answer any
+//! status, or stop and start again on the same address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::sha256_hex;
+
+/// How the upstream answers for one path.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    Normal,
+    /// Sends the body in `chunk`-byte pieces with `delay` between them.
+    Slow {
+        chunk: usize,
+        delay: Duration,
+    },
+    /// Announces the full Content-Length, sends `after` bytes, then drops the connection.
+    Cut {
+        after: usize,
+    },
+    /// Answers this status with a short body.
+    Status(u16),
+    /// Like `Cut`, but without Content-Length (a chunked body that is never terminated).
+    CutUnsized {
+        after: usize,
+    },
+}
+
+#[derive(Clone)]
+pub struct UpFile {
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub mode: Mode,
+}
+
+#[derive(Default)]
+struct UpState {
+    files: Mutex<HashMap<String, UpFile>>,
+    counts: Mutex<HashMap<String, usize>>,
+    conditional: Mutex<HashMap<String, usize>>,
+    finished: Mutex<HashMap<String, Instant>>,
+    dir: Mutex<Option<PathBuf>>,
+}
+
+/// An upstream server on its own thread and runtime, so stopping it really closes every
+/// connection.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    state: Arc<UpState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestUpstream {
+    pub fn start() -> TestUpstream {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::default())
+    }
+
+    fn start_on(addr: SocketAddr, state: Arc<UpState>) -> TestUpstream {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = bind_retry(addr).await;
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = axum::Router::new().fallback(handle).with_state(st);
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {},
+                    _ = stop_rx => {},
+                }
+            });
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.recv().unwrap();
+        TestUpstream {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves `body` at `path` (no leading `/`), with a strong ETag derived from its content.
+    pub fn put(&self, path: &str, body: impl Into<Bytes>) {
+        let body = body.into();
+        let etag = format!("\"{}\"", &sha256_hex(&body)[..16]);
+        self.put_file(
+            path,
+            UpFile {
+                body,
+                etag: Some(etag),
+                mode: Mode::Normal,
+            },
+        );
+    }
+
+    /// Serves `body` at `path` like [`put`](Self::put), in `chunk`-byte pieces `delay` apart.
+    pub fn put_slow(&self, path: &str, body: impl Into<Bytes>, chunk: usize, delay: Duration) {
+        self.put(path, body);
+        self.set_mode(path, Mode::Slow { chunk, delay });
+    }
+
+    pub fn put_file(&self, path: &str, file: UpFile) {
+        self.state
+            .files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), file);
+    }
+
+    pub fn set_mode(&self, path: &str, mode: Mode) {
+        if let Some(f) = self.state.files.lock().unwrap().get_mut(path) {
+            f.mode = mode;
+        }
+    }
+
+    /// Also serves files from `dir` for paths not put explicitly.
+    pub fn serve_dir(&self, dir: &Path) {
+        *self.state.dir.lock().unwrap() = Some(dir.to_path_buf());
+    }
+
+    /// How many `method` requests reached `path`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        let key = format!("{method} /{path}");
+        *self.state.counts.lock().unwrap().get(&key).unwrap_or(&0)
+    }
+
+    /// All requests seen, by method and path.
+    pub fn total_requests(&self) -> usize {
+        self.state.counts.lock().unwrap().values().sum()
+    }
+
+    /// Every request seen, as `METHOD /path` with the path as sent (still percent-encoded).
+    pub fn requests(&self) -> Vec<String> {
+        self.state.counts.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// How many requests for `path` carried If-None-Match or If-Modified-Since.
+    pub fn conditional_count(&self, path: &str) -> usize {
+        *self
+            .state
+            .conditional
+            .lock()
+            .unwrap()
+            .get(path)
+            .unwrap_or(&0)
+    }
+
+    /// When the last body for `path` was completely sent.
+    pub fn finished_at(&self, path: &str) -> Option<Instant> {
+        self.state.finished.lock().unwrap().get(path).copied()
+    }
+
+    /// Stops the server: the port is closed and open connections are dropped.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Starts again on the same address, keeping files and counts.
+    pub fn restart(&mut self) {
+        self.stop();
+        let fresh = Self::start_on(self.addr, self.state.clone());
+        *self = fresh;
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+async fn handle(
+    axum::extract::State(state): axum::extract::State<Arc<UpState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path().trim_start_matches('/').to_string();
+    *state
+        .counts
+        .lock()
+        .unwrap()
+        .entry(format!("{method} /{path}"))
+        .or_default() += 1;
+    let conditional = headers.contains_key(header::IF_NONE_MATCH)
+        || headers.contains_key(header::IF_MODIFIED_SINCE);
+    if conditional {
+        *state
+            .conditional
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default() += 1;
+    }
+    let file = state.files.lock().unwrap().get(&path).cloned();
+    let file = match file {
+        Some(f) => f,
+        None => {
+            let dir = state.dir.lock().unwrap().clone();
+            let from_disk = match dir {
+                Some(d) if !path.split('/').any(|s| s == "..") => {
+                    tokio::fs::read(d.join(&path)).await.ok()
+                }
+                _ => None,
+            };
+            match from_disk {
+                Some(b) => UpFile {
+                    body: Bytes::from(b),
+                    etag: None,
+                    mode: Mode::Normal,
+                },
+                None => return status(404),
+            }
+        }
+    };
+    if let Mode::Status(s) = file.mode {
+        return status(s);
+    }
+    if let (Some(etag), Some(inm)) = (&file.etag, headers.get(header::IF_NONE_MATCH))
+        && inm.to_str().ok() == Some(etag.as_str())
+    {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut().insert(header::ETAG, etag.parse().unwrap());
+        return r;
+    }
+    let len = file.body.len();
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        match file.mode.clone() {
+            Mode::Normal => {
+                state
+                    .finished
+                    .lock()
+                    .unwrap()
+                    .insert(path.clone(), Instant::now());
+                Body::from(file.body.clone())
+            }
+            Mode::Slow { chunk, delay } => {
+                let data = file.body.clone();
+                let st = state.clone();
+                let p = path.clone();
+                Body::from_stream(async_stream(data, chunk, delay, None, move || {
+                    st.finished
+                        .lock()
+                        .unwrap()
+                        .insert(p.clone(), Instant::now());
+                }))
+            }
+            Mode::Cut { after } | Mode::CutUnsized { after } => Body::from_stream(async_stream(
+                file.body.clone(),
+                64 * 1024,
+                Duration::from_millis(1),
+                Some(after),
+                || {},
+            )),
+            Mode::Status(_) => unreachable!(),
+        }
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    if !matches!(file.mode, Mode::CutUnsized { .. }) {
+        h.insert(header::CONTENT_LENGTH, len.into());
+    }
+    h.insert(header::CONTENT_TYPE, "application/x-test".parse().unwrap());
+    h.insert(
+        header::LAST_MODIFIED,
+        "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+    );
+    if let Some(e) = &file.etag {
+        h.insert(header::ETAG, e.parse().unwrap());
+    }
+    r
+}
+
+fn async_stream(
+    data: Bytes,
+    chunk: usize,
+    delay: Duration,
+    cut_after: Option<usize>,
+    on_done: impl FnOnce() + Send + 'static,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let mut on_done = Some(on_done);
+    futures::stream::unfold(0usize, move |offset| {
+        let data = data.clone();
+        let mut end = (offset + chunk).min(data.len());
+        if let Some(cut) = cut_after {
+            end = end.min(cut.max(offset + 1));
+        }
+        // hyper stops polling once Content-Length bytes are out, so "done" is the last chunk.
+        let done = if end >= data.len() && offset < data.len() {
+            on_done.take()
+        } else {
+            None
+        };
+        async move {
+            if offset >= data.len() {
+                return None;
+            }
+            if let Some(cut) = cut_after
+                && offset >= cut
+            {
+                return Some((Err(std::io::Error::other("cut on purpose")), usize::MAX));
+            }
+            tokio::time::sleep(delay).await;
+            if let Some(f) = done {
+                f();
+            }
+            Some((Ok(data.slice(offset..end)), end))
+        }
+    })
+}
+
+fn status(code: u16) -> Response {
+    let mut r = Response::new(Body::from(format!("status {code}")));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap();
+    r
+}
