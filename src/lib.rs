@@ -3,7 +3,10 @@
 //! CLI commands that sit on top of it.
 //!
 //! Layering: `server` and `commands` call `repo`; `repo` calls `storage`, `meta`, `upstream` and
-//! `package`; nothing below `repo` knows about HTTP serving or the CLI.
+//! `package`; nothing below `repo` knows about HTTP serving or the CLI, and `repo` itself
+//! imports no HTTP types (`upstream` answers it with a typed `Answer`). `path`, `digest`,
+//! `config` and `error` hold the validated types every layer shares. README.md's
+//! "Architecture" section has the file list.
 
 #![forbid(unsafe_code)]
 
