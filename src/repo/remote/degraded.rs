@@ -2,7 +2,7 @@
 //! storage alone (file class as a hit, index class as a stale copy); what storage lacks is
 //! fetched from upstream as usual.
 
-use sha2::{Digest, Sha256};
+use crate::digest::Sha256Digest;
 
 use super::manifest::{MAX_MANIFEST, media_type_of};
 use super::serve::once;
@@ -75,7 +75,7 @@ impl RemoteRepo {
             content_type: media_type_of(&document),
             etag: None,
             last_modified: None,
-            digest: Some(format!("sha256:{}", hex::encode(Sha256::digest(&document)))),
+            digest: Some(Sha256Digest::of(&document).to_string()),
             body: (!head_only).then(|| once(body)),
         }))
     }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
-use sha2::{Digest, Sha256};
 
 use super::{Fetch, RemoteRepo, status_error};
+use crate::digest::{ContentDigests, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
 use crate::repo::CacheStatus;
 use crate::repo::inflight::{FillSender, FillState};
 use crate::repo::lease::{self, Claim};
-use crate::storage::StorageWriter;
+use crate::storage::{Expect, StorageWriter};
 use crate::upstream::{Answer, BodyStream, Head, Validators};
 
 /// Bytes gathered from upstream before a write to storage (unless upstream pauses first).
@@ -29,18 +29,13 @@ pub(super) fn renewed(result: Result<()>) -> FillState {
     }
 }
 
-/// A body received whole from upstream, all but its last batch already in the spool.
+/// A body received whole from upstream: every byte is in the writer (which counted and hashed
+/// them), all but the last batch announced to the followers.
 struct Received {
-    total: u64,
-    sha256: String,
-    /// Written only once the body checks out, so that followers never see all of a bad body.
-    last_batch: Bytes,
-}
-
-impl Received {
-    fn digest(&self) -> String {
-        format!("sha256:{}", self.sha256)
-    }
+    digests: ContentDigests,
+    /// Bytes of the last batch, announced only once the body checks out, so that followers
+    /// never see all of a bad body.
+    held_back: u64,
 }
 
 impl RemoteRepo {
@@ -166,26 +161,41 @@ impl RemoteRepo {
             .spool_reader()
             .map_err(Error::storage("opening spool"))?;
         tx.body(head.clone(), spool);
-        let received = self
-            .receive(stream, &mut writer, head.content_length, tx)
-            .await?;
-        check_body(fetch, &received, head.content_length, announced.as_deref())?;
-        spool_batch(&mut writer, received.last_batch.clone(), tx).await?;
-        writer.commit().await?;
-        self.record_body(fetch, head, &received, previous).await;
+        // An asked-for digest that is not a valid sha256 can match no body: it is refused
+        // below, once the body is in, as any other mismatch.
+        let wanted = fetch.expected_digest.as_deref();
+        let wanted_sha256 = wanted.and_then(|w| Sha256Digest::parse(w).ok());
+        let expect = Expect::default()
+            .size(head.content_length)
+            .sha256(wanted_sha256.as_ref());
+        let received = self.receive(stream, &mut writer, &expect, tx).await?;
+        expect.check(&received.digests)?;
+        let digest = received.digests.sha256.to_string();
+        if let Some(want) = wanted
+            && wanted_sha256.is_none()
+        {
+            return Err(Error::Integrity(format!(
+                "content digest is {digest}, expected {want}"
+            )));
+        }
+        RemoteRepo::check_announced(fetch, announced.as_deref(), &digest)?;
+        tx.progress(received.held_back);
+        writer.commit_verified(expect).await?;
+        self.record_body(fetch, head, &received.digests, previous)
+            .await;
         Ok(())
     }
 
-    /// The stream loop: hashes and counts every chunk, and writes a batch whenever it is full
-    /// or upstream pauses, so waiting clients get bytes as they arrive.
+    /// The stream loop: writes every chunk (the writer counts and hashes it) in batches, each
+    /// announced to the followers when it is full or upstream pauses; the last batch is
+    /// written but held back. An overlong body is refused as soon as it passes its length.
     async fn receive(
         &self,
         mut body: BodyStream,
         writer: &mut StorageWriter,
-        expected: Option<u64>,
+        expect: &Expect<'_>,
         tx: &FillSender,
     ) -> Result<Received> {
-        let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         let mut batch = BytesMut::new();
         let upstream_bytes = self
@@ -207,23 +217,19 @@ impl RemoteRepo {
             };
             total += chunk.len() as u64;
             upstream_bytes.inc_by(chunk.len() as u64);
-            if let Some(cl) = expected
-                && total > cl
-            {
-                return Err(Error::Integrity(format!(
-                    "upstream sent more than its Content-Length of {cl}"
-                )));
-            }
-            hasher.update(&chunk);
+            expect.check_partial(total)?;
             batch.extend_from_slice(&chunk);
             if batch.len() >= WRITE_BATCH {
                 spool_batch(writer, batch.split().freeze(), tx).await?;
             }
         }
+        let held_back = batch.len() as u64;
+        if held_back > 0 {
+            writer.write(batch.freeze()).await?;
+        }
         Ok(Received {
-            total,
-            sha256: hex::encode(hasher.finalize()),
-            last_batch: batch.freeze(),
+            digests: writer.digests(),
+            held_back,
         })
     }
 
@@ -232,14 +238,14 @@ impl RemoteRepo {
         &self,
         fetch: &Fetch,
         head: Head,
-        received: &Received,
+        received: &ContentDigests,
         previous: Option<&ObjectMeta>,
     ) {
         let key = fetch.key.as_str();
         let now = crate::now_ms();
         let mut meta = ObjectMeta {
-            size: received.total,
-            sha256: received.sha256.clone(),
+            size: received.size,
+            sha256: received.sha256.hex(),
             etag: head.etag,
             last_modified: head.last_modified,
             content_type: head.content_type,
@@ -255,14 +261,14 @@ impl RemoteRepo {
         }
         let m = &self.cache.metrics;
         match previous {
-            Some(p) => m.cache_bytes.add(received.total as i64 - p.size as i64),
+            Some(p) => m.cache_bytes.add(received.size as i64 - p.size as i64),
             None => {
                 m.cache_objects.inc();
-                m.cache_bytes.add(received.total as i64);
+                m.cache_bytes.add(received.size as i64);
             }
         }
         self.manifest_committed(fetch, &meta).await;
-        tracing::info!(repository = %self.name, key, bytes = received.total, "cached");
+        tracing::info!(repository = %self.name, key, bytes = received.size, "cached");
     }
 }
 
@@ -274,30 +280,4 @@ async fn spool_batch(writer: &mut StorageWriter, batch: Bytes, tx: &FillSender) 
         tx.progress(n);
     }
     Ok(())
-}
-
-/// A whole body must have the announced length, and the digest asked for or announced.
-fn check_body(
-    fetch: &Fetch,
-    received: &Received,
-    expected: Option<u64>,
-    announced: Option<&str>,
-) -> Result<()> {
-    let total = received.total;
-    if let Some(cl) = expected
-        && total != cl
-    {
-        return Err(Error::Integrity(format!(
-            "upstream body ended after {total} of {cl} bytes"
-        )));
-    }
-    let digest = received.digest();
-    if let Some(want) = &fetch.expected_digest
-        && *want != digest
-    {
-        return Err(Error::Integrity(format!(
-            "content digest is {digest}, expected {want}"
-        )));
-    }
-    RemoteRepo::check_announced(fetch, announced, &digest)
 }

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::digest::Sha256Digest;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::{Fetch, RemoteRepo, status_error};
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
 use crate::path::RepoPath;
 use crate::repo::inflight::FillState;
+use crate::storage::{CommitError, Expect};
 use crate::upstream::{Answer, Validators};
 
 /// Largest manifest read into memory to find its media type (the distribution spec's limit).
@@ -248,19 +249,24 @@ impl RemoteRepo {
         let Some(read) = self.cache.storage.get(key, None).await? else {
             return Ok(false);
         };
+        let Ok(want) = Sha256Digest::from_hex(&meta.sha256) else {
+            return Ok(false);
+        };
         let mut writer = self.cache.storage.writer(alias).await?;
         let mut body = read.body;
-        let mut hasher = Sha256::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::storage(format!("reading {key}")))?;
-            hasher.update(&chunk);
             writer.write(chunk).await?;
         }
-        if hex::encode(hasher.finalize()) != meta.sha256 {
+        match writer
+            .commit_verified(Expect::default().sha256(Some(&want)))
+            .await
+        {
+            Ok(_) => {}
             // Replaced underneath us; the next pull fetches it properly.
-            return Ok(false);
+            Err(CommitError::Mismatch(_)) => return Ok(false),
+            Err(CommitError::Storage(e)) => return Err(e),
         }
-        writer.commit().await?;
         let now = crate::now_ms();
         let alias_meta = ObjectMeta {
             class,

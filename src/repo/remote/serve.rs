@@ -1,9 +1,9 @@
 //! Serving a remote's stored objects: from storage (with ranges), small ones from the hot
 //! cache, and the [`Served`] answers built from a record, a stored read or an upstream head.
 
+use crate::digest::Sha256Digest;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::{Fetch, RemoteRepo};
 use crate::error::{Error, Result};
@@ -140,7 +140,7 @@ impl RemoteRepo {
                 else {
                     return Ok(None);
                 };
-                if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
+                if Sha256Digest::of(&bytes).hex() != meta.sha256 {
                     // Replaced underneath its record (by another replica or process).
                     return Ok(None);
                 }
