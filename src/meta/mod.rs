@@ -8,7 +8,7 @@ mod redis_commits;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, MetadataBackend};
+use crate::config::{Config, MetadataConfig};
 use crate::error::Result;
 use crate::package::CacheClass;
 
@@ -63,19 +63,11 @@ pub enum MetaStore {
 
 impl MetaStore {
     pub async fn from_config(config: &Config) -> Result<MetaStore> {
-        match config.metadata.backend {
-            MetadataBackend::Embedded => Ok(MetaStore::Embedded(
-                EmbeddedMeta::open(&config.metadata_root()).await?,
-            )),
-            MetadataBackend::Redis => {
-                let url = config.metadata.url.as_ref().ok_or_else(|| {
-                    crate::error::Error::BadRequest(
-                        "metadata.url is required for backend redis".into(),
-                    )
-                })?;
-                let prefix = config.metadata.key_prefix.as_ref().map(|p| p.0.as_str());
-                Ok(MetaStore::Redis(RedisMeta::open(url.expose(), prefix)?))
+        match &config.metadata {
+            MetadataConfig::Embedded { path } => {
+                Ok(MetaStore::Embedded(EmbeddedMeta::open(path).await?))
             }
+            MetadataConfig::Redis(redis) => Ok(MetaStore::Redis(RedisMeta::open(redis)?)),
         }
     }
 

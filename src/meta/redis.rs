@@ -24,6 +24,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, Script};
 use super::coordination::CommitWatch;
 use super::redis_commits::CommitSubscriber;
 use super::{MetaEntry, ObjectMeta};
+use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 
 /// Time allowed for one Redis command (connecting included).
@@ -66,8 +67,11 @@ fn escape_glob(s: &str) -> String {
 impl RedisMeta {
     /// Prepares a connection (made lazily, re-made after failures): start-up does not need
     /// Redis to be up.
-    pub fn open(url: &str, key_prefix: Option<&str>) -> Result<RedisMeta> {
-        let client = redis::Client::open(url).map_err(|e| {
+    pub fn open(settings: &RedisConfig) -> Result<RedisMeta> {
+        let url = settings.url.as_ref().ok_or_else(|| {
+            Error::BadRequest("metadata.url is required for backend redis".into())
+        })?;
+        let client = redis::Client::open(url.expose()).map_err(|e| {
             Error::metadata("metadata.url")(RedisCause(format!(
                 "invalid Redis URL: {:?}",
                 e.kind()
@@ -78,7 +82,11 @@ impl RedisMeta {
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let prefix = key_prefix.unwrap_or("artifactapi:").to_string();
+        let prefix = settings
+            .key_prefix
+            .as_ref()
+            .map_or("artifactapi:", |p| p.0.as_str())
+            .to_string();
         let commits = CommitSubscriber::new(client.clone(), format!("{prefix}commits"));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(redis_error("connecting to Redis"))?;

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::config::{Config, StorageBackend};
+use crate::config::{Config, StorageConfig};
 use crate::error::Result;
 
 pub use files::{TEMP_DIR, TEMP_PREFIX};
@@ -82,11 +82,9 @@ pub enum Storage {
 impl Storage {
     /// Opens the backend the config names, creating what it needs.
     pub async fn from_config(config: &Config) -> Result<Storage> {
-        match config.storage.backend {
-            StorageBackend::Filesystem => {
-                Ok(Storage::Fs(FsStorage::open(&config.storage.path).await?))
-            }
-            StorageBackend::S3 => Ok(Storage::S3(S3Storage::open(&config.storage).await?)),
+        match &config.storage {
+            StorageConfig::Filesystem { path } => Ok(Storage::Fs(FsStorage::open(path).await?)),
+            StorageConfig::S3(s3) => Ok(Storage::S3(S3Storage::open(s3).await?)),
         }
     }
 

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::{ByteRange, ObjectEntry, ObjectRead, StorageKey, TEMP_PREFIX};
-use crate::config::{ChecksumMode, StorageConfig};
+use crate::config::{ChecksumMode, S3Config};
 use crate::error::{Error, Result};
 
 /// Multipart part size; also the largest object sent with one PutObject.
@@ -56,7 +56,7 @@ where
 }
 
 impl S3Storage {
-    pub async fn open(config: &StorageConfig) -> Result<S3Storage> {
+    pub async fn open(config: &S3Config) -> Result<S3Storage> {
         let bucket = config
             .bucket
             .as_ref()
