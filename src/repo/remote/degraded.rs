@@ -2,11 +2,10 @@
 //! storage alone (file class as a hit, index class as a stale copy); what storage lacks is
 //! fetched from upstream as usual.
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::{MAX_MANIFEST, media_type_of};
 use super::serve::once;
 use super::{Fetch, RemoteRepo};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::CacheClass;
 use crate::repo::{CacheStatus, Served};
@@ -75,7 +74,7 @@ impl RemoteRepo {
             content_type: media_type_of(&document),
             etag: None,
             last_modified: None,
-            digest: Some(format!("sha256:{}", hex::encode(Sha256::digest(&document)))),
+            digest: Some(Sha256Digest::of(&document).to_string()),
             body: (!head_only).then(|| once(body)),
         }))
     }

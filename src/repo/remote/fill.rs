@@ -9,6 +9,7 @@ use futures::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 
 use super::{Fetch, RemoteRepo, status_error};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
@@ -32,14 +33,14 @@ pub(super) fn renewed(result: Result<()>) -> FillState {
 /// A body received whole from upstream, all but its last batch already in the spool.
 struct Received {
     total: u64,
-    sha256: String,
+    sha256: Sha256Digest,
     /// Written only once the body checks out, so that followers never see all of a bad body.
     last_batch: Bytes,
 }
 
 impl Received {
     fn digest(&self) -> String {
-        format!("sha256:{}", self.sha256)
+        self.sha256.to_string()
     }
 }
 
@@ -222,7 +223,7 @@ impl RemoteRepo {
         }
         Ok(Received {
             total,
-            sha256: hex::encode(hasher.finalize()),
+            sha256: hasher.into(),
             last_batch: batch.freeze(),
         })
     }
@@ -239,7 +240,7 @@ impl RemoteRepo {
         let now = crate::now_ms();
         let mut meta = ObjectMeta {
             size: received.total,
-            sha256: received.sha256.clone(),
+            sha256: received.sha256,
             etag: head.etag,
             last_modified: head.last_modified,
             content_type: head.content_type,

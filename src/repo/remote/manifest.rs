@@ -10,6 +10,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::{Fetch, RemoteRepo, status_error};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
@@ -80,9 +81,7 @@ impl RemoteRepo {
             .await
         {
             Ok(Answer::Body { head, .. }) => {
-                let same = head
-                    .digest
-                    .is_some_and(|d| d == format!("sha256:{}", stale.sha256));
+                let same = head.digest.is_some_and(|d| d == stale.sha256.to_string());
                 if !same {
                     return None;
                 }
@@ -138,7 +137,7 @@ impl RemoteRepo {
             .and_then(|r| r.digest_alias_prefix.as_deref())
         {
             let key = fetch.key.as_str();
-            let alias = format!("{prefix}sha256:{}", meta.sha256);
+            let alias = format!("{prefix}{}", meta.sha256);
             if let Err(e) = self
                 .store_alias(key, &alias, meta, CacheClass::File, false)
                 .await
@@ -179,7 +178,7 @@ impl RemoteRepo {
             return;
         };
         let key = &fetch.key;
-        if cached.is_some_and(|m| digest.strip_prefix("sha256:") == Some(m.sha256.as_str()))
+        if cached.is_some_and(|m| digest.parse() == Ok(m.sha256))
             && self.cache.storage.head(key).await.ok().flatten().is_some()
         {
             if let Err(e) = self.renew(key, fetch.class, &Validators::default()).await {
@@ -256,7 +255,7 @@ impl RemoteRepo {
             hasher.update(&chunk);
             writer.write(chunk).await?;
         }
-        if hex::encode(hasher.finalize()) != meta.sha256 {
+        if Sha256Digest::from(hasher) != meta.sha256 {
             // Replaced underneath us; the next pull fetches it properly.
             return Ok(false);
         }
