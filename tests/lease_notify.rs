@@ -72,7 +72,7 @@ impl Replica {
 fn record() -> ObjectMeta {
     ObjectMeta {
         size: 1,
-        sha256: "0".repeat(64),
+        sha256: artifactapi::digest::Sha256Digest::from_hex(&"0".repeat(64)).unwrap(),
         etag: None,
         last_modified: None,
         content_type: None,

@@ -57,7 +57,7 @@ pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, Command
                 path: path.to_string(),
                 class: e.meta.class,
                 size: e.meta.size,
-                sha256: e.meta.sha256.clone(),
+                sha256: e.meta.sha256.hex(),
                 fetched_at_ms: e.meta.fetched_at_ms,
                 expires_at_ms: e.meta.expires_at_ms,
                 age_ms: now.saturating_sub(e.meta.fetched_at_ms),

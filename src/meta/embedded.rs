@@ -233,7 +233,7 @@ mod tests {
     fn sample() -> ObjectMeta {
         ObjectMeta {
             size: 3,
-            sha256: "ab".into(),
+            sha256: crate::digest::Sha256Digest::of(b"ab"),
             etag: Some("\"e\"".into()),
             last_modified: None,
             content_type: Some("text/plain".into()),

@@ -9,6 +9,7 @@ mod redis_commits;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, MetadataConfig};
+use crate::digest::Sha256Digest;
 use crate::error::Result;
 use crate::package::CacheClass;
 
@@ -21,8 +22,8 @@ pub use redis::RedisMeta;
 pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,
-    /// Lower-case hex sha256 of the bytes.
-    pub sha256: String,
+    /// sha256 of the bytes, stored as the bare lower-case hex.
+    pub sha256: Sha256Digest,
     /// Upstream `ETag`, for `If-None-Match`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -164,5 +165,19 @@ impl MetaStore {
             MetaStore::Embedded(m) => m.check().await,
             MetaStore::Redis(m) => m.check().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as stored by earlier versions (bare hex digest) reads and writes back unchanged.
+    #[test]
+    fn record_in_stored_form_round_trips() {
+        let stored = r#"{"size":5,"sha256":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","etag":"\"v1\"","fetched_at_ms":1700000000000,"class":"file"}"#;
+        let meta: ObjectMeta = serde_json::from_str(stored).unwrap();
+        assert_eq!(meta.sha256, Sha256Digest::of(b"hello"));
+        assert_eq!(serde_json::to_string(&meta).unwrap(), stored);
     }
 }

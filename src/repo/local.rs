@@ -162,7 +162,7 @@ impl LocalRepo {
         let (total, sha256) = (committed.size, committed.sha256);
         let meta = ObjectMeta {
             size: total,
-            sha256: sha256.hex(),
+            sha256,
             etag: None,
             last_modified: None,
             content_type,
@@ -313,7 +313,7 @@ impl LocalRepo {
                             name: rel.to_string(),
                             kind: "file",
                             size: Some(obj.size),
-                            sha256: meta.and_then(record_digest),
+                            sha256: meta.map(|m| m.sha256),
                             uploaded_at_ms: meta.map(|m| m.fetched_at_ms),
                         },
                     );
@@ -336,14 +336,9 @@ fn served_from(meta: Option<&ObjectMeta>, content_length: u64) -> Served {
         content_length: Some(content_length),
         range: None,
         content_type: meta.and_then(|m| m.content_type.clone()),
-        etag: meta.map(|m| format!("\"{}\"", m.sha256)),
+        etag: meta.map(|m| format!("\"{}\"", m.sha256.hex())),
         last_modified,
-        digest: meta.and_then(record_digest).map(|d| d.to_string()),
+        digest: meta.map(|m| m.sha256).map(|d| d.to_string()),
         body: None,
     }
-}
-
-/// The digest a record holds (records carry the bare hex).
-fn record_digest(meta: &ObjectMeta) -> Option<Sha256Digest> {
-    Sha256Digest::from_hex(&meta.sha256).ok()
 }

@@ -2,11 +2,10 @@
 //! storage alone (file class as a hit, index class as a stale copy); what storage lacks is
 //! fetched from upstream as usual.
 
-use crate::digest::Sha256Digest;
-
 use super::manifest::{MAX_MANIFEST, media_type_of};
 use super::serve::once;
 use super::{Fetch, RemoteRepo};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::CacheClass;
 use crate::repo::{CacheStatus, Served};

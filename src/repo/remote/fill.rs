@@ -245,7 +245,7 @@ impl RemoteRepo {
         let now = crate::now_ms();
         let mut meta = ObjectMeta {
             size: received.size,
-            sha256: received.sha256.hex(),
+            sha256: received.sha256,
             etag: head.etag,
             last_modified: head.last_modified,
             content_type: head.content_type,

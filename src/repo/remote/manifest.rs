@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::digest::Sha256Digest;
 use futures::StreamExt;
 
 use super::{Fetch, RemoteRepo, status_error};
@@ -81,9 +80,7 @@ impl RemoteRepo {
             .await
         {
             Ok(Answer::Body { head, .. }) => {
-                let same = head
-                    .digest
-                    .is_some_and(|d| d == format!("sha256:{}", stale.sha256));
+                let same = head.digest.is_some_and(|d| d == stale.sha256.to_string());
                 if !same {
                     return None;
                 }
@@ -139,7 +136,7 @@ impl RemoteRepo {
             .and_then(|r| r.digest_alias_prefix.as_deref())
         {
             let key = fetch.key.as_str();
-            let alias = format!("{prefix}sha256:{}", meta.sha256);
+            let alias = format!("{prefix}{}", meta.sha256);
             if let Err(e) = self
                 .store_alias(key, &alias, meta, CacheClass::File, false)
                 .await
@@ -180,7 +177,7 @@ impl RemoteRepo {
             return;
         };
         let key = &fetch.key;
-        if cached.is_some_and(|m| digest.strip_prefix("sha256:") == Some(m.sha256.as_str()))
+        if cached.is_some_and(|m| digest.parse() == Ok(m.sha256))
             && self.cache.storage.head(key).await.ok().flatten().is_some()
         {
             if let Err(e) = self.renew(key, fetch.class, &Validators::default()).await {
@@ -249,9 +246,6 @@ impl RemoteRepo {
         let Some(read) = self.cache.storage.get(key, None).await? else {
             return Ok(false);
         };
-        let Ok(want) = Sha256Digest::from_hex(&meta.sha256) else {
-            return Ok(false);
-        };
         let mut writer = self.cache.storage.writer(alias).await?;
         let mut body = read.body;
         while let Some(chunk) = body.next().await {
@@ -259,7 +253,7 @@ impl RemoteRepo {
             writer.write(chunk).await?;
         }
         match writer
-            .commit_verified(Expect::default().sha256(Some(&want)))
+            .commit_verified(Expect::default().sha256(Some(&meta.sha256)))
             .await
         {
             Ok(_) => {}

@@ -1,11 +1,11 @@
 //! Serving a remote's stored objects: from storage (with ranges), small ones from the hot
 //! cache, and the [`Served`] answers built from a record, a stored read or an upstream head.
 
-use crate::digest::Sha256Digest;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::{Fetch, RemoteRepo};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::repo::{CacheStatus, Served, hot};
@@ -99,8 +99,7 @@ pub(super) fn once(bytes: Bytes) -> ByteStream {
 
 /// The digest a registry response reports for a stored object.
 fn stored_digest(fetch: &Fetch, meta: &ObjectMeta) -> Option<String> {
-    (fetch.manifest.is_some() || fetch.expected_digest.is_some())
-        .then(|| format!("sha256:{}", meta.sha256))
+    (fetch.manifest.is_some() || fetch.expected_digest.is_some()).then(|| meta.sha256.to_string())
 }
 
 impl RemoteRepo {
@@ -130,7 +129,7 @@ impl RemoteRepo {
         status: CacheStatus,
     ) -> Result<Option<Served>> {
         let hot = &self.cache.hot;
-        let bytes = match hot.get(&fetch.key, &meta.sha256) {
+        let bytes = match hot.get(&fetch.key, meta.sha256) {
             Some(b) => b,
             None => {
                 // Larger than a hot object: not the object the record describes.
@@ -140,11 +139,11 @@ impl RemoteRepo {
                 else {
                     return Ok(None);
                 };
-                if Sha256Digest::of(&bytes).hex() != meta.sha256 {
+                if Sha256Digest::of(&bytes) != meta.sha256 {
                     // Replaced underneath its record (by another replica or process).
                     return Ok(None);
                 }
-                hot.put(&fetch.key, &meta.sha256, bytes.clone());
+                hot.put(&fetch.key, meta.sha256, bytes.clone());
                 bytes
             }
         };
