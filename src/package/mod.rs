@@ -1,10 +1,10 @@
 //! Format rules: which paths of a repository are index files (mutable metadata with a short TTL)
 //! and which are file-class objects (immutable, kept until `file_ttl`). One file per format.
 
-mod alpine;
+pub mod alpine;
 pub mod docker;
 mod generic;
-mod rpm;
+pub mod rpm;
 
 use serde::{Deserialize, Serialize};
 
