@@ -1,8 +1,6 @@
 //! `artifactapi warm`: pre-seed a remote's cache from paths, docker images, rpm repodata,
 //! an APKINDEX or GitHub releases, with parallel downloads, progress and a summary.
 
-use std::io::BufRead;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -16,6 +14,7 @@ use super::{CommandError, open_engine};
 use crate::cli::{GlobalArgs, WarmArgs};
 use crate::config::Pattern;
 use crate::error::{Error, Result};
+use crate::package::{alpine, rpm};
 use crate::repo::remote::Fetch;
 use crate::repo::{CacheStatus, RemoteRepo, RepoPath};
 
@@ -210,101 +209,30 @@ async fn pull_to_temp(repo: &Arc<RemoteRepo>, rel: &str) -> Result<tempfile_path
 /// Every package listed in `dir/repodata` (repomd.xml, then its primary file).
 async fn rpm_packages(repo: &Arc<RemoteRepo>, dir: &str) -> Result<Vec<String>> {
     let repomd = pull_to_temp(repo, &join_dir(dir, "repodata/repomd.xml")).await?;
-    let text =
-        std::fs::read_to_string(repomd.path()).map_err(Error::storage("reading repomd.xml"))?;
-    let re = regex::Regex::new(r#"(?s)<data type="primary">.*?<location href="([^"]+)""#)
-        .expect("valid regex");
-    let primary_href = re
-        .captures(&text)
-        .and_then(|c| c.get(1))
-        .map(|m| m.as_str().to_string())
-        .ok_or_else(|| Error::BadRequest("repomd.xml lists no primary metadata".into()))?;
-    let primary = pull_to_temp(repo, &join_dir(dir, &primary_href)).await?;
-    let dir = dir.to_string();
-    let file = primary.path().to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-        let reader = decompress(&file, &primary_href)?;
-        let loc = regex::Regex::new(r#"<location (?:xml:base="[^"]*" )?href="([^"]+\.rpm)""#)
-            .expect("valid regex");
-        let mut out = Vec::new();
-        for line in reader.lines() {
-            let line = line.map_err(Error::storage("reading primary metadata"))?;
-            for c in loc.captures_iter(&line) {
-                out.push(join_dir(&dir, &c[1]));
-            }
-        }
-        drop(primary);
-        Ok(out)
+    let primary_href = blocking(move || {
+        let f = std::fs::File::open(repomd.path()).map_err(Error::storage("opening repomd.xml"))?;
+        rpm::primary_href(std::io::BufReader::new(f))
     })
-    .await
-    .map_err(|e| Error::BadRequest(e.to_string()))?
-}
-
-fn decompress(file: &Path, name: &str) -> Result<Box<dyn BufRead>> {
-    let f = std::fs::File::open(file).map_err(Error::storage("opening metadata"))?;
-    let r: Box<dyn BufRead> = if name.ends_with(".gz") {
-        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(f)))
-    } else if name.ends_with(".zst") {
-        Box::new(std::io::BufReader::new(
-            zstd::Decoder::new(f).map_err(Error::storage("zstd"))?,
-        ))
-    } else if name.ends_with(".xml") {
-        Box::new(std::io::BufReader::new(f))
-    } else {
-        return Err(Error::Unsupported(format!(
-            "compression of {name} (supported: .gz, .zst, plain)"
-        )));
-    };
-    Ok(r)
+    .await?;
+    let primary = pull_to_temp(repo, &join_dir(dir, &primary_href)).await?;
+    let found =
+        blocking(move || rpm::package_hrefs(rpm::decompress(primary.path(), &primary_href)?))
+            .await?;
+    Ok(found.iter().map(|href| join_dir(dir, href)).collect())
 }
 
 /// Every package listed in `dir/APKINDEX.tar.gz`.
 async fn apk_packages(repo: &Arc<RemoteRepo>, dir: &str) -> Result<Vec<String>> {
     let index = pull_to_temp(repo, &join_dir(dir, "APKINDEX.tar.gz")).await?;
-    let dir = dir.to_string();
-    tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-        let f = std::fs::File::open(index.path()).map_err(Error::storage("opening APKINDEX"))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
-        let entries = archive
-            .entries()
-            .map_err(Error::storage("reading APKINDEX"))?;
-        for entry in entries {
-            let entry = entry.map_err(Error::storage("reading APKINDEX"))?;
-            let is_index = entry
-                .path()
-                .map(|p| p.as_os_str() == "APKINDEX")
-                .unwrap_or(false);
-            if is_index {
-                return Ok(parse_apkindex(std::io::BufReader::new(entry), &dir));
-            }
-        }
-        Err(Error::BadRequest(
-            "APKINDEX.tar.gz holds no APKINDEX".into(),
-        ))
-    })
-    .await
-    .map_err(|e| Error::BadRequest(e.to_string()))?
+    let found = blocking(move || alpine::packages_in_index(index.path())).await?;
+    Ok(found.iter().map(|name| join_dir(dir, name)).collect())
 }
 
-fn parse_apkindex(reader: impl BufRead, dir: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let (mut name, mut version) = (None::<String>, None::<String>);
-    let mut flush = |name: &mut Option<String>, version: &mut Option<String>| {
-        if let (Some(n), Some(v)) = (name.take(), version.take()) {
-            out.push(join_dir(dir, &format!("{n}-{v}.apk")));
-        }
-    };
-    for line in reader.lines().map_while(std::io::Result::ok) {
-        if line.is_empty() {
-            flush(&mut name, &mut version);
-        } else if let Some(n) = line.strip_prefix("P:") {
-            name = Some(n.to_string());
-        } else if let Some(v) = line.strip_prefix("V:") {
-            version = Some(v.to_string());
-        }
-    }
-    flush(&mut name, &mut version);
-    out
+/// Runs file parsing off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::BadRequest(e.to_string()))?
 }
 
 /// Release assets of OWNER/REPO, as paths under the remote's base_url.
@@ -407,18 +335,6 @@ mod tempfile_path {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn apkindex_records() {
-        let text = "C:Q1abc=\nP:busybox\nV:1.36.1-r29\nA:x86_64\n\nP:musl\nV:1.2.5-r0\n";
-        assert_eq!(
-            parse_apkindex(std::io::Cursor::new(text), "v3.20/main/x86_64"),
-            vec![
-                "v3.20/main/x86_64/busybox-1.36.1-r29.apk",
-                "v3.20/main/x86_64/musl-1.2.5-r0.apk"
-            ]
-        );
-    }
 
     #[test]
     fn joins_dirs() {

@@ -1,10 +1,18 @@
 //! Format rules: which paths of a repository are index files (mutable metadata with a short TTL)
-//! and which are file-class objects (immutable, kept until `file_ttl`). One file per format.
+//! and which are file-class objects (immutable, kept until `file_ttl`), and how `warm` finds a
+//! directory's packages. One file per format:
+//!
+//! - `docker.rs`: `/v2/` path parsing, image names, references and digests
+//! - `rpm.rs`: `repodata/` is index; repomd.xml → primary.xml → `.rpm` locations for warm
+//! - `alpine.rs`: `APKINDEX.tar.gz` is index; its records → `.apk` names for warm
+//! - `generic.rs`: nothing is index by format (only `index_patterns`)
+//!
+//! Formats are listed in `classify` below.
 
-mod alpine;
+pub mod alpine;
 pub mod docker;
 mod generic;
-mod rpm;
+pub mod rpm;
 
 use serde::{Deserialize, Serialize};
 
