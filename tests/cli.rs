@@ -282,24 +282,50 @@ fn warm_from_rpm_repodata() {
         )
         .unwrap();
     }
-    let st = Command::new("createrepo_c").arg(&repo).output().unwrap();
-    assert!(st.status.success());
+    // One copy of the repository per compression of its metadata; warm reads each.
+    let compressions = ["gz", "xz", "bz2"];
+    for c in compressions {
+        let copy = work.path().join(format!("www/el/{c}/x86_64"));
+        std::fs::create_dir_all(copy.join("Packages")).unwrap();
+        for entry in std::fs::read_dir(repo.join("Packages")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join("Packages").join(entry.file_name())).unwrap();
+        }
+        let st = Command::new("createrepo_c")
+            .arg(format!("--general-compress-type={c}"))
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
     let up = TestUpstream::start();
     up.serve_dir(&work.path().join("www"));
     let cli = Cli::new(&format!(
         "  el:\n    type: remote\n    package: rpm\n    base_url: {}/el\n",
         up.url()
     ));
-    cli.ok(&["warm", "el", "--repodata", "9/x86_64"]);
-    let keys = cli.keys();
-    for rpm in ["warm-one-2.0-1.noarch.rpm", "warm-two-2.0-1.noarch.rpm"] {
+    for c in compressions {
+        cli.ok(&["warm", "el", "--repodata", &format!("{c}/x86_64")]);
+        let keys = cli.keys();
+        for rpm in ["warm-one-2.0-1.noarch.rpm", "warm-two-2.0-1.noarch.rpm"] {
+            assert!(
+                keys.contains(&format!("el/{c}/x86_64/Packages/{rpm}")),
+                "{c}: {keys:?}"
+            );
+        }
+        assert!(keys.contains(&format!("el/{c}/x86_64/repodata/repomd.xml")));
+
         assert!(
-            keys.contains(&format!("el/9/x86_64/Packages/{rpm}")),
-            "{keys:?}"
+            keys.iter()
+                .any(|k| k.starts_with(&format!("el/{c}/"))
+                    && k.ends_with(&format!("primary.xml.{c}"))),
+            "{c}: {keys:?}"
         );
     }
-    assert!(keys.contains(&"el/9/x86_64/repodata/repomd.xml".to_string()));
-    assert!(keys.iter().any(|k| k.contains("primary.xml")), "{keys:?}");
 }
 
 #[test]

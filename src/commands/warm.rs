@@ -12,9 +12,9 @@ use super::output::{human_size, show_progress};
 use super::transfer::{Sink, image_in, pull, walk_image};
 use super::{CommandError, open_engine};
 use crate::cli::{GlobalArgs, WarmArgs};
-use crate::config::Pattern;
+use crate::config::{PackageKind, Pattern};
 use crate::error::{Error, Result};
-use crate::package::{alpine, rpm};
+use crate::package::{Format, Found, format};
 use crate::repo::remote::Fetch;
 use crate::repo::{CacheStatus, RemoteRepo, RepoPath};
 
@@ -66,12 +66,10 @@ pub async fn run(global: &GlobalArgs, args: &WarmArgs) -> Result<ExitCode, Comma
                 .map(|(d, f)| (format!("{name}@{}", d.as_str()), f)),
         );
     }
-    for dir in &args.repodata {
-        let found = rpm_packages(&repo, dir).await?;
-        add_discovered(&repo, found, &mut items, &mut summary);
-    }
-    for dir in &args.apkindex {
-        let found = apk_packages(&repo, dir).await?;
+    let listed = args.repodata.iter().map(|d| (PackageKind::Rpm, d));
+    let listed = listed.chain(args.apkindex.iter().map(|d| (PackageKind::Alpine, d)));
+    for (package, dir) in listed {
+        let found = packages_listed(&repo, format(package), dir).await?;
         add_discovered(&repo, found, &mut items, &mut summary);
     }
     for gh in &args.github_releases {
@@ -206,27 +204,37 @@ async fn pull_to_temp(repo: &Arc<RemoteRepo>, rel: &str) -> Result<tempfile_path
     Ok(tmp)
 }
 
-/// Every package listed in `dir/repodata` (repomd.xml, then its primary file).
-async fn rpm_packages(repo: &Arc<RemoteRepo>, dir: &str) -> Result<Vec<String>> {
-    let repomd = pull_to_temp(repo, &join_dir(dir, "repodata/repomd.xml")).await?;
-    let primary_href = blocking(move || {
-        let f = std::fs::File::open(repomd.path()).map_err(Error::storage("opening repomd.xml"))?;
-        rpm::primary_href(std::io::BufReader::new(f))
-    })
-    .await?;
-    let primary = pull_to_temp(repo, &join_dir(dir, &primary_href)).await?;
-    let found =
-        blocking(move || rpm::package_hrefs(rpm::decompress(primary.path(), &primary_href)?))
-            .await?;
-    Ok(found.iter().map(|href| join_dir(dir, href)).collect())
+/// Every package that `dir`'s index files list, read as `format` says: its roots first, then
+/// each index file they name.
+async fn packages_listed(
+    repo: &Arc<RemoteRepo>,
+    format: &'static dyn Format,
+    dir: &str,
+) -> Result<Vec<String>> {
+    let mut indexes: Vec<String> = format.warm_roots().iter().map(|r| r.to_string()).collect();
+    let mut packages = Vec::new();
+    let mut read = 0;
+    while let Some(rel) = indexes.pop() {
+        read += 1;
+        if read > MAX_INDEX_FILES {
+            return Err(Error::BadRequest(format!(
+                "{dir}: more than {MAX_INDEX_FILES} index files"
+            )));
+        }
+        let file = pull_to_temp(repo, &join_dir(dir, &rel)).await?;
+        let found = blocking(move || format.discover(&rel, file.path())).await?;
+        for f in found {
+            match f {
+                Found::Index(rel) => indexes.push(rel),
+                Found::Package(rel) => packages.push(join_dir(dir, &rel)),
+            }
+        }
+    }
+    Ok(packages)
 }
 
-/// Every package listed in `dir/APKINDEX.tar.gz`.
-async fn apk_packages(repo: &Arc<RemoteRepo>, dir: &str) -> Result<Vec<String>> {
-    let index = pull_to_temp(repo, &join_dir(dir, "APKINDEX.tar.gz")).await?;
-    let found = blocking(move || alpine::packages_in_index(index.path())).await?;
-    Ok(found.iter().map(|name| join_dir(dir, name)).collect())
-}
+/// How many index files one directory's discovery reads at most (a loop guard).
+const MAX_INDEX_FILES: usize = 64;
 
 /// Runs file parsing off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -234,6 +242,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .await
         .map_err(|e| Error::BadRequest(e.to_string()))?
 }
+
+/// A GitHub owner or repository name: ASCII letters, digits, `.`, `-` and `_`.
+fn github_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// The most one page of the releases API may hold (100 releases with their assets).
+const MAX_RELEASES_PAGE: usize = 32 << 20;
 
 /// Release assets of OWNER/REPO, as paths under the remote's base_url.
 async fn github_assets(
@@ -243,36 +261,13 @@ async fn github_assets(
 ) -> Result<Vec<String>> {
     let (owner, name) = owner_repo
         .split_once('/')
-        .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+        .filter(|(o, n)| github_name(o) && github_name(n))
         .ok_or_else(|| Error::BadRequest(format!("expected OWNER/REPO, got {owner_repo:?}")))?;
-    let cfg = repo.config();
-    let api = cfg
-        .api_url
-        .as_ref()
-        .map(|u| u.as_prefix().to_string())
-        .unwrap_or_else(|| "https://api.github.com".to_string());
-    let base = format!("{}/", cfg.base_url.as_prefix());
-    let client = reqwest::Client::builder()
-        .user_agent(crate::upstream::USER_AGENT)
-        .build()
-        .map_err(|e| Error::UpstreamUnreachable(e.to_string()))?;
+    let base = format!("{}/", repo.config().base_url.as_prefix());
     let mut out = Vec::new();
     for page in 1..=20 {
-        let url = format!("{api}/repos/{owner}/{name}/releases?per_page=100&page={page}");
-        let mut req = client
-            .get(&url)
-            .header("Accept", "application/vnd.github+json");
-        if let Some(token) = &cfg.password {
-            req = req.bearer_auth(token.expose());
-        }
-        let resp = req.send().await.map_err(crate::upstream::transport_error)?;
-        if !resp.status().is_success() {
-            return Err(Error::UpstreamStatus(resp.status().as_u16()));
-        }
-        let releases: Vec<serde_json::Value> = resp
-            .json()
-            .await
-            .map_err(|e| Error::UpstreamUnreachable(format!("releases JSON: {e}")))?;
+        let query = format!("repos/{owner}/{name}/releases?per_page=100&page={page}");
+        let releases: Vec<serde_json::Value> = repo.api_json(&query, MAX_RELEASES_PAGE).await?;
         if releases.is_empty() {
             break;
         }

@@ -6,10 +6,33 @@
 use std::io::BufRead;
 use std::path::Path;
 
+use super::Found;
 use crate::error::{Error, Result};
 
+/// The APKINDEX rules.
+pub struct Alpine;
+
+const INDEX: &str = "APKINDEX.tar.gz";
+
+impl super::Format for Alpine {
+    fn is_index(&self, path: &str) -> bool {
+        is_index(path)
+    }
+
+    fn warm_roots(&self) -> &'static [&'static str] {
+        &[INDEX]
+    }
+
+    fn discover(&self, _rel: &str, file: &Path) -> Result<Vec<Found>> {
+        Ok(packages_in_index(file)?
+            .into_iter()
+            .map(Found::Package)
+            .collect())
+    }
+}
+
 pub fn is_index(path: &str) -> bool {
-    path.rsplit('/').next() == Some("APKINDEX.tar.gz")
+    path.rsplit('/').next() == Some(INDEX)
 }
 
 /// The `.apk` file names (relative to the index's directory) listed in an `APKINDEX.tar.gz`.

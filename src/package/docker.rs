@@ -8,6 +8,12 @@ use crate::error::{Error, Result};
 use crate::package::CacheClass;
 
 /// `Accept` for manifests: Docker v2, OCI manifest, OCI index, Docker manifest list.
+/// Docker's cache classes come from its routes, not from path rules: `repo/docker.rs` makes a
+/// tag's manifest index class and everything named by digest file class.
+pub struct Docker;
+
+impl super::Format for Docker {}
+
 pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json";

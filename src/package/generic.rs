@@ -1,6 +1,7 @@
 //! Generic repositories (plain HTTP downloads, GitHub releases): no path is an index by format;
-//! only the repository's `index_patterns` can make one.
+//! only the repository's `index_patterns` can make one, and warm has no index to read.
 
-pub fn is_index(_path: &str) -> bool {
-    false
-}
+/// A plain file tree: every default of [`super::Format`].
+pub struct Generic;
+
+impl super::Format for Generic {}

@@ -3,14 +3,43 @@
 //! any compression. Packages (`.rpm`) and everything else are file class.
 //!
 //! Warm discovery reads `repodata/repomd.xml` for the primary metadata's location, then every
-//! `<location href>` of a `.rpm` in that file (plain, .gz or .zst).
+//! `<location href>` of a `.rpm` in that file (plain, .gz, .zst, .xz or .bz2).
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use quick_xml::events::Event;
 
+use super::Found;
 use crate::error::{Error, Result};
+
+/// The repodata rules.
+pub struct Rpm;
+
+const REPOMD: &str = "repodata/repomd.xml";
+
+impl super::Format for Rpm {
+    fn is_index(&self, path: &str) -> bool {
+        is_index(path)
+    }
+
+    fn warm_roots(&self) -> &'static [&'static str] {
+        &[REPOMD]
+    }
+
+    /// repomd.xml names the primary metadata; the primary metadata names the packages.
+    fn discover(&self, rel: &str, file: &Path) -> Result<Vec<Found>> {
+        let f = std::fs::File::open(file).map_err(Error::storage("opening repodata"))?;
+        if rel == REPOMD {
+            let href = primary_href(std::io::BufReader::new(f))?;
+            return Ok(vec![Found::Index(href)]);
+        }
+        Ok(package_hrefs(decompress(f, rel)?)?
+            .into_iter()
+            .map(Found::Package)
+            .collect())
+    }
+}
 
 pub fn is_index(path: &str) -> bool {
     let mut segments = path.split('/').peekable();
@@ -75,20 +104,23 @@ fn each_element(
     }
 }
 
-/// Opens a repodata file, decompressing by the suffix of `name`.
-pub fn decompress(file: &Path, name: &str) -> Result<Box<dyn BufRead>> {
-    let f = std::fs::File::open(file).map_err(Error::storage("opening metadata"))?;
+/// Reads repodata `f`, decompressing by the suffix of its `name`.
+pub fn decompress(f: std::fs::File, name: &str) -> Result<Box<dyn BufRead>> {
     let r: Box<dyn BufRead> = if name.ends_with(".gz") {
-        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(f)))
+        Box::new(BufReader::new(flate2::read::GzDecoder::new(f)))
     } else if name.ends_with(".zst") {
-        Box::new(std::io::BufReader::new(
+        Box::new(BufReader::new(
             zstd::Decoder::new(f).map_err(Error::storage("zstd"))?,
         ))
+    } else if name.ends_with(".xz") {
+        Box::new(BufReader::new(liblzma::read::XzDecoder::new(f)))
+    } else if name.ends_with(".bz2") {
+        Box::new(BufReader::new(bzip2::read::MultiBzDecoder::new(f)))
     } else if name.ends_with(".xml") {
-        Box::new(std::io::BufReader::new(f))
+        Box::new(BufReader::new(f))
     } else {
         return Err(Error::Unsupported(format!(
-            "compression of {name} (supported: .gz, .zst, plain)"
+            "compression of {name} (supported: .gz, .zst, .xz, .bz2, plain)"
         )));
     };
     Ok(r)

@@ -25,6 +25,9 @@ pub use answer::{Answer, BodyStream, DOCKER_CONTENT_DIGEST, Head};
 /// The `User-Agent` sent upstream.
 pub const USER_AGENT: &str = concat!("artifactapi/", env!("CARGO_PKG_VERSION"));
 
+/// The releases API used when a remote sets no `api_url`.
+pub const GITHUB_API: &str = "https://api.github.com";
+
 /// Validators of a cached copy, sent to revalidate it.
 #[derive(Debug, Clone, Default)]
 pub struct Validators {
@@ -49,6 +52,10 @@ pub struct RequestOptions<'a> {
 pub struct Upstream {
     client: reqwest::Client,
     base: BaseUrl,
+    /// The releases API of a generic remote on GitHub (`api_url`), read by `warm`.
+    api: BaseUrl,
+    /// Sent to `api` as a bearer token: the remote's password, with or without a username.
+    api_token: Option<Secret>,
     credentials: Option<(String, Secret)>,
     /// Send Basic credentials with every request (plain HTTP remotes); registries get them only
     /// when they challenge.
@@ -95,9 +102,15 @@ impl Upstream {
             }
             _ => None,
         };
+        let api = match &repo.api_url {
+            Some(u) => u.clone(),
+            None => BaseUrl::parse(GITHUB_API).expect("a valid URL"),
+        };
         Ok(Upstream {
             client,
             base,
+            api,
+            api_token: repo.password.clone(),
             credentials,
             preemptive_basic: repo.package != PackageKind::Docker,
             basic_challenged: AtomicBool::new(false),
@@ -126,6 +139,21 @@ impl Upstream {
         self.observed(Method::HEAD, path, opts).await
     }
 
+    /// A `GET` of `path_and_query` (already encoded, no leading `/`) on the remote's API host
+    /// (`api_url`), with the remote's client and timeouts. The remote's password, if any, goes
+    /// as a bearer token, to that host only.
+    pub async fn api_get(&self, path_and_query: &str, accept: &str) -> Result<Answer> {
+        let url = format!("{}/{path_and_query}", self.api.as_prefix());
+        let mut req = self.client.get(url).header(ACCEPT, accept);
+        if let Some(token) = &self.api_token {
+            req = req.bearer_auth(token.expose());
+        }
+        let started = Instant::now();
+        let result = req.send().await.map_err(transport_error);
+        self.record(started, &result);
+        result.map(Answer::from_response)
+    }
+
     /// Sends one request and records its latency and status (or "error").
     async fn observed(
         &self,
@@ -135,9 +163,15 @@ impl Upstream {
     ) -> Result<Answer> {
         let started = Instant::now();
         let result = self.send(method, path, opts).await;
+        self.record(started, &result);
+        result.map(Answer::from_response)
+    }
+
+    /// Records a request's latency and status (or "error").
+    fn record(&self, started: Instant, result: &Result<Response>) {
         if let Some(o) = &self.observer {
             o.latency.observe(started.elapsed().as_secs_f64());
-            let status = match &result {
+            let status = match result {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
@@ -145,7 +179,6 @@ impl Upstream {
                 .with_label_values(&[o.repository.as_str(), status.as_str()])
                 .inc();
         }
-        result.map(Answer::from_response)
     }
 
     /// `base_url` + `/` + the encoded path. The path was validated, so the result stays on

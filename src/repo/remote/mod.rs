@@ -92,6 +92,40 @@ impl RemoteRepo {
         &self.config
     }
 
+    /// A JSON document of at most `max` bytes from the remote's API host (`api_url`), with
+    /// this remote's client, timeouts and token. Not cached: `warm` lists releases with it.
+    pub async fn api_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+        max: usize,
+    ) -> Result<T> {
+        let answer = self
+            .upstream
+            .api_get(path_and_query, "application/vnd.github+json")
+            .await?;
+        let mut stream = match answer {
+            Answer::Body { stream, .. } => stream,
+            Answer::NotModified { .. } => return Err(Error::UpstreamStatus(304)),
+            Answer::NotFound => return Err(Error::NotFound),
+            Answer::Denied { status } | Answer::Failed { status } => {
+                return Err(Error::UpstreamStatus(status));
+            }
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk = chunk?;
+            if body.len() + chunk.len() > max {
+                return Err(Error::UpstreamUnreachable(format!(
+                    "API answer larger than {max} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            Error::UpstreamUnreachable(format!("API answer is not the JSON expected: {e}"))
+        })
+    }
+
     /// The storage key of `path`.
     pub fn key(&self, path: &RepoPath) -> String {
         format!("{}/{}", self.name, path)
