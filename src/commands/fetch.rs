@@ -40,7 +40,7 @@ pub async fn run(global: &GlobalArgs, args: &FetchArgs) -> Result<ExitCode, Comm
                 if i == 0 {
                     std::fs::write(dir.join("manifest.json"), &m.data)?;
                 }
-                std::fs::write(dir.join(m.digest.trim_start_matches("sha256:")), &m.data)?;
+                std::fs::write(dir.join(m.digest.hex()), &m.data)?;
             }
         }
         let mut total = 0u64;

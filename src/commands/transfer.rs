@@ -8,6 +8,7 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use tokio::io::AsyncWriteExt;
 
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::docker::{self, Digest, Endpoint, ImageName, Reference};
 use crate::repo::docker::TagPage;
@@ -141,7 +142,7 @@ pub fn image_in(repo: &RemoteRepo, spec: &str) -> Result<(ImageName, Reference)>
 
 /// A manifest pulled while walking an image.
 pub struct WalkedManifest {
-    pub digest: String,
+    pub digest: Sha256Digest,
     pub data: Vec<u8>,
 }
 
@@ -159,7 +160,7 @@ pub async fn walk_image(
     while let Some(r) = queue.pop() {
         let fetch = repo.docker_fetch(name, &Endpoint::Manifest(r), &TagPage::default())?;
         let pulled = pull(repo, fetch, Sink::Memory, None).await?;
-        let digest = format!("sha256:{}", hex::encode(sha2_digest(&pulled.data)));
+        let digest = Sha256Digest::of(&pulled.data);
         let refs = docker::manifest_references(&pulled.data)?;
         for (child, child_platform) in refs.children {
             let wanted = match (platform, child_platform.as_deref()) {
@@ -183,9 +184,4 @@ pub async fn walk_image(
         });
     }
     Ok((manifests, blobs))
-}
-
-fn sha2_digest(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(data).into()
 }

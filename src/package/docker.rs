@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::CacheClass;
 
@@ -168,6 +169,10 @@ impl Digest {
     }
     pub fn hex(&self) -> &str {
         &self.0[7..]
+    }
+    /// The digest as the core's content digest type.
+    pub fn sha256(&self) -> Sha256Digest {
+        Sha256Digest::from_hex(self.hex()).expect("checked by parse")
     }
 }
 

@@ -102,7 +102,7 @@ impl RemoteRepo {
                 class: endpoint.class(),
                 accept: Some(MANIFEST_ACCEPT),
                 scope,
-                expected_digest: Some(d.as_str().to_string()),
+                expected_digest: Some(d.sha256()),
                 manifest: Some(ManifestRules {
                     digest_alias_prefix: None,
                 }),
@@ -115,7 +115,7 @@ impl RemoteRepo {
                 class: endpoint.class(),
                 accept: Some(BLOB_ACCEPT),
                 scope,
-                expected_digest: Some(d.as_str().to_string()),
+                expected_digest: Some(d.sha256()),
                 manifest: None,
             },
             Endpoint::TagsList => {

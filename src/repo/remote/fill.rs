@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 
 use super::{Fetch, RemoteRepo, status_error};
-use crate::digest::{ContentDigests, Sha256Digest};
+use crate::digest::ContentDigests;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
@@ -163,22 +163,12 @@ impl RemoteRepo {
         tx.body(head.clone(), spool);
         // An asked-for digest that is not a valid sha256 can match no body: it is refused
         // below, once the body is in, as any other mismatch.
-        let wanted = fetch.expected_digest.as_deref();
-        let wanted_sha256 = wanted.and_then(|w| Sha256Digest::parse(w).ok());
         let expect = Expect::default()
             .size(head.content_length)
-            .sha256(wanted_sha256.as_ref());
+            .sha256(fetch.expected_digest.as_ref());
         let received = self.receive(stream, &mut writer, &expect, tx).await?;
         expect.check(&received.digests)?;
-        let digest = received.digests.sha256.to_string();
-        if let Some(want) = wanted
-            && wanted_sha256.is_none()
-        {
-            return Err(Error::Integrity(format!(
-                "content digest is {digest}, expected {want}"
-            )));
-        }
-        RemoteRepo::check_announced(fetch, announced.as_deref(), &digest)?;
+        RemoteRepo::check_announced(fetch, announced.as_deref(), &received.digests.sha256)?;
         tx.progress(received.held_back);
         writer.commit_verified(expect).await?;
         self.record_body(fetch, head, &received.digests, previous)

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 
 use super::{Fetch, RemoteRepo, status_error};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
@@ -99,12 +100,13 @@ impl RemoteRepo {
     pub(super) fn check_announced(
         fetch: &Fetch,
         announced: Option<&str>,
-        digest: &str,
+        digest: &Sha256Digest,
     ) -> Result<()> {
+        // Only a sha256 announcement can be checked; another algorithm is left alone.
         if fetch.manifest.is_some()
             && let Some(announced) = announced
-            && announced.starts_with("sha256:")
-            && announced != digest
+            && let Ok(announced) = Sha256Digest::parse(announced)
+            && announced != *digest
         {
             return Err(Error::Integrity(format!(
                 "content digest is {digest}, upstream announced {announced}"
@@ -173,11 +175,11 @@ impl RemoteRepo {
         else {
             return;
         };
-        let Some(digest) = digest.filter(|d| d.starts_with("sha256:")) else {
+        let Some(digest) = digest.and_then(|d| Sha256Digest::parse(d).ok()) else {
             return;
         };
         let key = &fetch.key;
-        if cached.is_some_and(|m| digest.parse() == Ok(m.sha256))
+        if cached.is_some_and(|m| m.sha256 == digest)
             && self.cache.storage.head(key).await.ok().flatten().is_some()
         {
             if let Err(e) = self.renew(key, fetch.class, &Validators::default()).await {
@@ -206,7 +208,7 @@ impl RemoteRepo {
             class: CacheClass::File,
             accept: fetch.accept,
             scope: fetch.scope.clone(),
-            expected_digest: Some(digest.to_string()),
+            expected_digest: Some(digest),
             manifest: Some(ManifestRules {
                 digest_alias_prefix: None,
             }),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::inflight::{self, FillState, Joined};
 use super::{Cache, CacheStatus, RepoPath, Served};
 use crate::config::{PackageKind, RemoteConfig};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::{CacheClass, classify};
@@ -36,7 +37,7 @@ pub struct Fetch {
     /// Registry token scope.
     pub scope: Option<String>,
     /// The bytes must hash to this `sha256:<hex>`, checked while they stream.
-    pub expected_digest: Option<String>,
+    pub expected_digest: Option<Sha256Digest>,
     /// Registry manifest rules, when this is one.
     pub manifest: Option<ManifestRules>,
 }
@@ -54,7 +55,7 @@ impl Fetch {
     /// The head clients see: the digest asked for, when there is one, over the announced one.
     fn described(&self, head: Head) -> Head {
         Head {
-            digest: self.expected_digest.clone().or(head.digest),
+            digest: self.expected_digest.map(|d| d.to_string()).or(head.digest),
             ..head
         }
     }

@@ -85,7 +85,7 @@ impl Served {
             last_modified: meta.and_then(|m| m.last_modified.clone()),
             digest: match meta {
                 Some(m) => stored_digest(fetch, m),
-                None => fetch.expected_digest.clone(),
+                None => fetch.expected_digest.map(|d| d.to_string()),
             },
             body: None,
         }
