@@ -58,15 +58,10 @@ pub async fn pull(
     let io = |what: &str| Error::storage(what.to_string());
     let (mut file, tmp) = match &sink {
         Sink::File(path) => {
-            let tmp = temp_beside(path);
-            (
-                Some(
-                    tokio::fs::File::create(&tmp)
-                        .await
-                        .map_err(io("creating output"))?,
-                ),
-                Some(tmp),
-            )
+            let (f, tmp) = temp_beside(path)
+                .map_err(io("creating output"))?
+                .into_parts();
+            (Some(tokio::fs::File::from_std(f)), Some(tmp))
         }
         _ => (None, None),
     };
@@ -105,15 +100,12 @@ pub async fn pull(
         Ok(())
     }
     .await;
-    if let (Sink::File(path), Some(tmp)) = (&sink, tmp) {
-        drop(file);
-        if result.is_ok() {
-            tokio::fs::rename(&tmp, path)
-                .await
-                .map_err(io("renaming output"))?;
-        } else {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
+    drop(file);
+    // A failed pull drops `tmp`, which removes the partial file.
+    if let (Sink::File(path), Some(tmp), Ok(())) = (&sink, tmp, &result) {
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .map_err(io("renaming output"))?;
     }
     result?;
     Ok(Pulled {
@@ -123,12 +115,21 @@ pub async fn pull(
     })
 }
 
-fn temp_beside(path: &Path) -> PathBuf {
+/// A hidden temp file in `path`'s directory (so the final rename stays on one filesystem),
+/// removed when dropped unless persisted.
+fn temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.part-{}", std::process::id()))
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".part")
+        .tempfile_in(dir)
 }
 
 /// The docker image named on the command line, in `repo`'s naming (Docker Hub gets `library/`).

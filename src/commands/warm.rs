@@ -196,11 +196,13 @@ fn join_dir(dir: &str, rel: &str) -> String {
 }
 
 /// Pulls `rel` under `dir` through the cache into a temp file and returns its path.
-async fn pull_to_temp(repo: &Arc<RemoteRepo>, rel: &str) -> Result<tempfile_path::TempPath> {
+async fn pull_to_temp(repo: &Arc<RemoteRepo>, rel: &str) -> Result<tempfile::TempPath> {
     let path = RepoPath::parse(rel)?;
     let fetch = repo.plain_fetch(&path)?;
-    let tmp = tempfile_path::TempPath::new();
-    pull(repo, fetch, Sink::File(tmp.path().to_path_buf()), None).await?;
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(Error::storage("creating a temp file"))?
+        .into_temp_path();
+    pull(repo, fetch, Sink::File(tmp.to_path_buf()), None).await?;
     Ok(tmp)
 }
 
@@ -222,7 +224,7 @@ async fn packages_listed(
             )));
         }
         let file = pull_to_temp(repo, &join_dir(dir, &rel)).await?;
-        let found = blocking(move || format.discover(&rel, file.path())).await?;
+        let found = blocking(move || format.discover(&rel, &file)).await?;
         for f in found {
             match f {
                 Found::Index(rel) => indexes.push(rel),
@@ -296,35 +298,6 @@ async fn github_assets(
         }
     }
     Ok(out)
-}
-
-/// A temp file path removed on drop.
-mod tempfile_path {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    static N: AtomicU64 = AtomicU64::new(0);
-
-    pub struct TempPath(PathBuf);
-
-    impl TempPath {
-        pub fn new() -> TempPath {
-            TempPath(std::env::temp_dir().join(format!(
-                "artifactapi-warm-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            )))
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }
 
 #[cfg(test)]
