@@ -18,6 +18,7 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     /// Requests that joined a fill already in flight instead of asking upstream.
     pub coalesced_waiters: IntCounterVec,
+    pub bypass: IntCounterVec,
     /// Objects in the cache (as counted by this process since start-up).
     pub cache_objects: IntGauge,
     /// Bytes in the cache (as counted by this process since start-up).
@@ -66,6 +67,11 @@ impl Metrics {
             "Requests that joined an upstream fetch already in flight.",
             &["repository"],
         );
+        let bypass = counter(
+            "artifactapi_bypass_total",
+            "Bodies passed from upstream to clients uncached, by reason (no_space).",
+            &["repository", "reason"],
+        );
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 "artifactapi_upstream_latency_seconds",
@@ -90,6 +96,7 @@ impl Metrics {
             upstream_bytes,
             upstream_latency,
             coalesced_waiters,
+            bypass,
             cache_objects,
             cache_bytes,
         }

@@ -3,6 +3,10 @@
 //! the temp file that becomes the object) and publishes how many bytes are there; each client
 //! reads the spool at its own pace, so all of them get bytes as they arrive, memory stays flat,
 //! and a client that goes away does not disturb the fetch.
+//!
+//! When storage cannot take the body (the disk is full), the fill stops and becomes a
+//! pass-through: each client reads what the spool holds, then asks upstream for the rest
+//! itself, so every client still gets the whole body and nothing partial is kept.
 
 use std::collections::HashMap;
 use std::io;
@@ -11,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::CacheStatus;
@@ -30,7 +35,28 @@ pub struct BodyProgress {
     pub written: u64,
     /// True once the whole body is in and committed.
     pub done: bool,
+    /// Set when the fill gave up storing the body: the spool's `written` bytes are good, the
+    /// rest comes from upstream through each client's [`Resume`].
+    pub bypass: Option<BypassReason>,
 }
+
+/// Why a body goes from upstream to clients without being cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// Storage refused the write for lack of space or quota.
+    NoSpace,
+}
+
+impl BypassReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::NoSpace => "no_space",
+        }
+    }
+}
+
+/// Asks upstream for the body from an offset on, for a client of a fill that bypasses.
+pub type Resume = Arc<dyn Fn(u64) -> BoxFuture<'static, io::Result<ByteStream>> + Send + Sync>;
 
 /// What a fill has reached.
 #[derive(Clone)]
@@ -43,6 +69,9 @@ pub enum FillState {
     Ready(CacheStatus),
     /// The fill failed; nothing was committed.
     Failed(Error),
+    /// Upstream answered with this head, but storage could not take any of the body: every
+    /// client gets it from upstream through its [`Resume`].
+    Bypass(Arc<Head>, BypassReason),
 }
 
 type Map = Arc<Mutex<HashMap<String, watch::Receiver<FillState>>>>;
@@ -108,6 +137,7 @@ impl FillSender {
             spool: Arc::new(spool),
             written: 0,
             done: false,
+            bypass: None,
         }));
     }
 
@@ -127,6 +157,16 @@ impl FillSender {
             if let FillState::Body(p) = s {
                 p.done = true;
             }
+        });
+    }
+
+    /// Storage could not take the rest of the body: clients read the spool as far as it was
+    /// announced, then go to upstream. Without a spool yet, `head` is what upstream answered.
+    pub fn bypass(mut self, head: Head, reason: BypassReason) {
+        self.unregister();
+        self.tx.send_modify(|s| match s {
+            FillState::Body(p) => p.bypass = Some(reason),
+            other => *other = FillState::Bypass(Arc::new(head), reason),
         });
     }
 
@@ -159,7 +199,7 @@ impl Drop for FillSender {
 pub async fn started(rx: &mut watch::Receiver<FillState>) -> FillState {
     wait_for(rx, |s| match s {
         FillState::Pending => false,
-        FillState::Body(p) => p.written > 0 || p.done,
+        FillState::Body(p) => p.written > 0 || p.done || p.bypass.is_some(),
         _ => true,
     })
     .await
@@ -169,7 +209,7 @@ pub async fn started(rx: &mut watch::Receiver<FillState>) -> FillState {
 pub async fn finished(rx: &mut watch::Receiver<FillState>) -> FillState {
     wait_for(rx, |s| match s {
         FillState::Pending => false,
-        FillState::Body(p) => p.done,
+        FillState::Body(p) => p.done || p.bypass.is_some(),
         _ => true,
     })
     .await
@@ -190,7 +230,7 @@ async fn wait_for(
                 FillState::Pending => FillState::Failed(Error::UpstreamUnreachable(
                     "the fetch ended without an answer".into(),
                 )),
-                FillState::Body(p) if !p.done => {
+                FillState::Body(p) if !p.done && p.bypass.is_none() => {
                     FillState::Failed(Error::UpstreamUnreachable("the fetch ended early".into()))
                 }
                 s => s,
@@ -200,29 +240,45 @@ async fn wait_for(
 }
 
 /// A stream of the body as the fill writes it, from the start. It ends when the body is
-/// complete and errors if the fill fails.
-pub fn follow(rx: watch::Receiver<FillState>) -> ByteStream {
+/// complete and errors if the fill fails. If the fill bypasses storage, the stream goes on
+/// with what `resume` gets from upstream after the last byte the spool gave it.
+pub fn follow(rx: watch::Receiver<FillState>, resume: Resume) -> ByteStream {
     struct Follower {
         rx: watch::Receiver<FillState>,
         offset: u64,
         closed: bool,
+        resume: Resume,
+        /// The rest of the body from upstream, once the fill bypassed.
+        rest: Option<ByteStream>,
     }
     let state = Follower {
         rx,
         offset: 0,
         closed: false,
+        resume,
+        rest: None,
     };
     futures::stream::unfold(Some(state), |state| async move {
         let mut f = state?;
         loop {
+            if let Some(rest) = f.rest.as_mut() {
+                return match rest.next().await {
+                    Some(Ok(chunk)) => Some((Ok(chunk), Some(f))),
+                    Some(Err(e)) => Some((Err(e), None)),
+                    None => None,
+                };
+            }
             let current = f.rx.borrow_and_update().clone();
             match current {
                 FillState::Body(p) => {
                     // Until the fill is verified and committed, the last byte of a body of
                     // known length is held back, so a client can never see a complete body
-                    // that later fails its checks.
+                    // that later fails its checks. Bytes before a bypass are upstream's as
+                    // they came and were never part of a failed check.
                     let readable = match p.head.content_length {
-                        Some(len) if !p.done => p.written.min(len.saturating_sub(1)),
+                        Some(len) if !p.done && p.bypass.is_none() => {
+                            p.written.min(len.saturating_sub(1))
+                        }
                         _ => p.written,
                     };
                     if f.offset < readable {
@@ -253,6 +309,20 @@ pub fn follow(rx: watch::Receiver<FillState>) -> ByteStream {
                     if p.done && f.offset >= p.written {
                         return None;
                     }
+                    if p.bypass.is_some() {
+                        match (f.resume)(f.offset).await {
+                            Ok(rest) => f.rest = Some(rest),
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                        continue;
+                    }
+                }
+                FillState::Bypass(..) => {
+                    match (f.resume)(f.offset).await {
+                        Ok(rest) => f.rest = Some(rest),
+                        Err(e) => return Some((Err(e), None)),
+                    }
+                    continue;
                 }
                 FillState::Failed(e) => return Some((Err(io::Error::other(e)), None)),
                 FillState::Ready(_) | FillState::Pending => {}
@@ -296,7 +366,7 @@ mod tests {
             std::fs::File::open(&path).unwrap(),
         );
         let reader = tokio::spawn(async move {
-            let mut s = follow(rx2);
+            let mut s = follow(rx2, no_resume());
             let mut out = Vec::new();
             while let Some(c) = s.next().await {
                 out.extend_from_slice(&c.unwrap());
@@ -312,6 +382,61 @@ mod tests {
         assert_eq!(reader.await.unwrap(), b"abcdef");
         assert!(inflight.is_empty());
         drop(rx);
+    }
+
+    fn no_resume() -> Resume {
+        Arc::new(|_| Box::pin(async { Err(io::Error::other("no upstream here")) }))
+    }
+
+    /// Serves `body` from `offset`, as an upstream answering a range request would.
+    fn resume_from(body: &'static [u8]) -> Resume {
+        Arc::new(move |offset| {
+            Box::pin(async move {
+                let rest = Bytes::from_static(&body[offset as usize..]);
+                Ok(futures::stream::iter([Ok(rest)]).boxed())
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_bypassed_fill_gives_waiters_the_spool_then_the_rest_from_upstream() {
+        let inflight = Inflight::default();
+        let Joined::Started(tx, rx) = inflight.join("k") else {
+            panic!("first join must start");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let mut w = std::fs::File::create(&path).unwrap();
+        let head = Head {
+            content_length: Some(6),
+            ..Head::default()
+        };
+        tx.body(head.clone(), std::fs::File::open(&path).unwrap());
+        w.write_all(b"abc").unwrap();
+        tx.progress(3);
+        // The spool's file is gone (as a writer's aborted temp file is); readers still hold it.
+        std::fs::remove_file(&path).unwrap();
+        tx.bypass(head, BypassReason::NoSpace);
+        let mut s = follow(rx, resume_from(b"abcdef"));
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(out, b"abcdef");
+        assert!(inflight.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fill_bypassed_before_its_body_sends_waiters_to_upstream() {
+        let inflight = Inflight::default();
+        let Joined::Started(tx, mut rx) = inflight.join("k") else {
+            panic!()
+        };
+        tx.bypass(Head::default(), BypassReason::NoSpace);
+        assert!(matches!(started(&mut rx).await, FillState::Bypass(..)));
+        let mut s = follow(rx, resume_from(b"whole"));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"whole");
+        assert!(s.next().await.is_none());
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ pub enum CacheStatus {
     Stale,
     /// Expired, upstream confirmed the cached copy (304).
     Revalidated,
+    /// Passed from upstream without being cached (storage had no room).
+    Bypass,
 }
 
 impl CacheStatus {
@@ -49,6 +51,7 @@ impl CacheStatus {
             CacheStatus::Miss => "MISS",
             CacheStatus::Stale => "STALE",
             CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Bypass => "BYPASS",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! File helpers shared by the filesystem backend, the embedded metadata store and fill
 //! followers: the temp-file naming both stores use in `ROOT/tmp/`, the sweep of temp files
-//! left by dead processes, a walk over regular files, and a read that never waits for the disk.
+//! left by dead processes, a walk over regular files, a read that never waits for the disk,
+//! and the free space of a file system.
 
 use std::io;
 use std::path::Path;
@@ -29,6 +30,13 @@ pub(crate) fn read_cached(file: &std::fs::File, offset: u64, len: usize) -> Opti
         }
         _ => None,
     }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `path`; `None` when
+/// the file system cannot tell.
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Removes temp files whose writing process is gone. Used for objects and metadata records.

@@ -27,6 +27,11 @@ pub struct FsStorage {
 }
 
 impl FsStorage {
+    /// Where writes go before their rename.
+    pub fn temp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Opens (creating if needed) a data directory.
     pub async fn open(root: &Path) -> Result<FsStorage> {
         let objects = root.join("objects");

@@ -105,6 +105,16 @@ impl Storage {
         }
     }
 
+    /// Whether the local file system that a write spools to (the data directory, or the S3
+    /// spool directory) has `len` bytes free; true when it cannot tell.
+    pub fn has_room_for(&self, len: u64) -> bool {
+        let dir = match self {
+            Storage::Fs(s) => s.temp_dir(),
+            Storage::S3(s) => s.spool_dir(),
+        };
+        files::free_bytes(dir).is_none_or(|free| free >= len)
+    }
+
     /// Starts writing `key`. Nothing is visible until [`StorageWriter::commit_verified`].
     pub async fn writer(&self, key: &str) -> Result<StorageWriter> {
         Ok(match self {

@@ -125,6 +125,11 @@ impl S3Storage {
         })
     }
 
+    /// Where writes are spooled before their upload.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool_dir
+    }
+
     fn full(&self, key: &str) -> Result<String> {
         Ok(format!("{}{}", self.prefix, StorageKey::parse(key)?))
     }

@@ -5,7 +5,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, HeaderName, LAST_MODIFIED};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderMap, HeaderName, LAST_MODIFIED,
+};
 use reqwest::{Response, StatusCode};
 
 use super::{Validators, transport_error};
@@ -27,11 +29,14 @@ pub struct Head {
     pub content_type: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// Where the body starts in the object: set for a 206 answer to a `Range` request.
+    pub range_start: Option<u64>,
 }
 
 /// An upstream's answer to one request.
 pub enum Answer {
-    /// 200: the object (an empty stream for a `HEAD`).
+    /// 200: the object (an empty stream for a `HEAD`); or 206, the object from
+    /// `head.range_start` on, in answer to `RequestOptions::range_from`.
     Body { head: Head, stream: BodyStream },
     /// 304: the cached copy is current; these are its new validators, if upstream sent any.
     NotModified { validators: Validators },
@@ -47,8 +52,19 @@ impl Answer {
     pub(super) fn from_response(resp: Response) -> Answer {
         let status = resp.status();
         match status {
-            StatusCode::OK => Answer::Body {
-                head: head_of(resp.headers()),
+            // A 206 is a body only with the offset it starts at.
+            StatusCode::PARTIAL_CONTENT if range_start(resp.headers()).is_none() => {
+                Answer::Failed {
+                    status: status.as_u16(),
+                }
+            }
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => Answer::Body {
+                head: Head {
+                    range_start: (status == StatusCode::PARTIAL_CONTENT)
+                        .then(|| range_start(resp.headers()))
+                        .flatten(),
+                    ..head_of(resp.headers())
+                },
                 stream: resp
                     .bytes_stream()
                     .map(|c| c.map_err(transport_error))
@@ -76,7 +92,15 @@ fn head_of(headers: &HeaderMap) -> Head {
         content_type: header(headers, &CONTENT_TYPE),
         etag: header(headers, &ETAG),
         last_modified: header(headers, &LAST_MODIFIED),
+        range_start: None,
     }
+}
+
+/// The first byte of a `Content-Range: bytes A-B/N` header.
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    let v = header(headers, &CONTENT_RANGE)?;
+    let (a, _) = v.trim().strip_prefix("bytes ")?.split_once('-')?;
+    a.parse().ok()
 }
 
 fn header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

@@ -6,7 +6,7 @@ mod answer;
 pub mod auth;
 
 use reqwest::header::{
-    ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE,
     WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode};
@@ -46,6 +46,8 @@ pub struct RequestOptions<'a> {
     pub query: Option<&'a str>,
     /// Registry token scope (`repository:NAME:pull`), to reuse cached tokens.
     pub scope: Option<&'a str>,
+    /// Ask for the body from this offset on (`Range: bytes=N-`); upstream may send it whole.
+    pub range_from: Option<u64>,
 }
 
 /// An upstream of one remote repository.
@@ -290,6 +292,12 @@ impl Upstream {
         }
         if let Some(a) = opts.accept.and_then(|a| HeaderValue::from_str(a).ok()) {
             headers.insert(ACCEPT, a);
+        }
+        if let Some(from) = opts.range_from.filter(|n| *n > 0) {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={from}-")).expect("ASCII"),
+            );
         }
         if let Some(a) = auth.and_then(|a| HeaderValue::from_str(a).ok()) {
             let mut a = a;

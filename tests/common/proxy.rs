@@ -20,6 +20,8 @@ pub struct Proxy {
     /// S3 + Redis when the proxy runs on shared backends; `cache` names its prefix there.
     pub backends: Option<Arc<backends::Backends>>,
     pub cache: String,
+    /// The data directory, on the filesystem backend.
+    data: PathBuf,
 }
 
 impl Proxy {
@@ -46,11 +48,28 @@ impl Proxy {
         remotes_yaml: &str,
         extra: &str,
     ) -> Proxy {
+        Self::launch(shared, cache, None, remotes_yaml, extra)
+    }
+
+    /// Starts a proxy on the filesystem with its data directory at `data` (e.g. a small
+    /// file system the test mounted).
+    pub fn start_in(data: &Path, remotes_yaml: &str) -> Proxy {
+        Self::launch(None, &backends::unique_name(), Some(data), remotes_yaml, "")
+    }
+
+    fn launch(
+        shared: Option<Arc<backends::Backends>>,
+        cache: &str,
+        data: Option<&Path>,
+        remotes_yaml: &str,
+        extra: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("remotes.yaml");
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let storage = match &shared {
             Some(b) => b.yaml(cache, &dir.path().join("spool")),
-            None => format!("storage:\n  path: {}\n", dir.path().join("data").display()),
+            None => format!("storage:\n  path: {}\n", data.display()),
         };
         let text =
             format!("{storage}server:\n  shutdown_grace: 10s\n{extra}remotes:\n{remotes_yaml}");
@@ -60,6 +79,7 @@ impl Proxy {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             config,
+            data,
             log: Arc::default(),
             backends: shared,
             cache: cache.to_string(),
@@ -126,7 +146,7 @@ impl Proxy {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Sends SIGTERM and waits for the process to exit.

@@ -260,6 +260,25 @@ async fn handle(
         r.headers_mut().insert(header::ETAG, etag.parse().unwrap());
         return r;
     }
+    // `Range: bytes=N-` is honoured for whole bodies (counted as method RANGE).
+    let mut file = file;
+    let total = file.body.len();
+    let from = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n < total && matches!(file.mode, Mode::Normal | Mode::Slow { .. }));
+    if let Some(n) = from {
+        *state
+            .counts
+            .lock()
+            .unwrap()
+            .entry(format!("RANGE /{path}"))
+            .or_default() += 1;
+        file.body = file.body.slice(n..);
+    }
     let len = file.body.len();
     let body = if method == Method::HEAD {
         Body::empty()
@@ -295,6 +314,13 @@ async fn handle(
         }
     };
     let mut r = Response::new(body);
+    if let Some(n) = from {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        r.headers_mut().insert(
+            header::CONTENT_RANGE,
+            format!("bytes {n}-{}/{total}", total - 1).parse().unwrap(),
+        );
+    }
     let h = r.headers_mut();
     if !matches!(file.mode, Mode::CutUnsized { .. }) {
         h.insert(header::CONTENT_LENGTH, len.into());

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 
+use super::passthrough::is_no_space;
 use super::{Fetch, RemoteRepo, status_error};
 use crate::digest::ContentDigests;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
 use crate::repo::CacheStatus;
-use crate::repo::inflight::{FillSender, FillState};
+use crate::repo::inflight::{BypassReason, FillSender, FillState};
 use crate::repo::lease::{self, Claim};
 use crate::storage::{Expect, StorageWriter};
 use crate::upstream::{Answer, BodyStream, Head, Validators};
@@ -82,12 +83,20 @@ impl RemoteRepo {
             .await;
         match answer {
             Err(e) => tx.finish(FillState::Failed(e)),
+            // Only a pass-through asks for part of a body.
+            Ok(Answer::Body { head, .. }) if head.range_start.is_some() => {
+                tx.finish(FillState::Failed(Error::UpstreamStatus(206)))
+            }
             Ok(Answer::Body { head, stream }) => {
                 match self
-                    .store_body(head, stream, &fetch, stale.as_ref(), &tx)
+                    .store_body(head.clone(), stream, &fetch, stale.as_ref(), &tx)
                     .await
                 {
                     Ok(()) => tx.complete(),
+                    Err(e) if is_no_space(&e) => {
+                        self.bypassed(key, BypassReason::NoSpace, &e);
+                        tx.bypass(fetch.described(head), BypassReason::NoSpace)
+                    }
                     Err(e) => {
                         tracing::warn!(repository = %self.name, key, error = %e, "fetch failed; nothing cached");
                         tx.finish(FillState::Failed(e))
@@ -156,6 +165,13 @@ impl RemoteRepo {
     ) -> Result<()> {
         let announced = head.digest.clone();
         let head = fetch.described(head);
+        if let Some(len) = head.content_length
+            && !self.cache.storage.has_room_for(len)
+        {
+            return Err(Error::storage(format!("no room for {len} bytes"))(
+                std::io::ErrorKind::StorageFull.into(),
+            ));
+        }
         let mut writer = self.cache.storage.writer(&fetch.key).await?;
         let spool = writer
             .spool_reader()

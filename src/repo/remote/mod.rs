@@ -6,6 +6,7 @@
 mod degraded;
 mod fill;
 mod manifest;
+mod passthrough;
 mod serve;
 
 use std::ops::ControlFlow;
@@ -49,6 +50,7 @@ impl Fetch {
             accept: self.accept,
             query: self.query.as_deref(),
             scope: self.scope.as_deref(),
+            range_from: None,
         }
     }
 
@@ -288,7 +290,21 @@ impl RemoteRepo {
             inflight::started(&mut rx).await
         };
         match state {
-            FillState::Body(p) => Ok(Served::from_upstream(&p.head, Some(inflight::follow(rx)))),
+            FillState::Body(p) => {
+                let body = inflight::follow(rx, self.resume(&fetch));
+                let mut served = Served::from_upstream(&p.head, Some(body));
+                if p.bypass.is_some() {
+                    served.cache = CacheStatus::Bypass;
+                }
+                Ok(served)
+            }
+            FillState::Bypass(head, _) => {
+                let body = inflight::follow(rx, self.resume(&fetch));
+                Ok(Served {
+                    cache: CacheStatus::Bypass,
+                    ..Served::from_upstream(&head, Some(body))
+                })
+            }
             FillState::Ready(status) => {
                 let meta = self.cache.meta.get(&key).await?;
                 match meta {

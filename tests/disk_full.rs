@@ -1,0 +1,202 @@
+//! A cache whose file system is full: every client of a fill still gets the whole body from
+//! upstream (`X-Cache: BYPASS` once the fill gave up storing), nothing partial is kept, and
+//! caching resumes once there is room. The data directory is a small tmpfs the test mounts
+//! (CI runs as root).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proxy, TestUpstream, client, get_text, header, sha256_hex, test_bytes, wait_for_hit};
+
+/// A tmpfs of `mib` MiB, unmounted on drop.
+struct SmallFs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(mib: u64) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a {mib} MiB tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs { _dir: dir, path }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path.join("data")
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn generic(up: &TestUpstream) -> String {
+    format!(
+        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n",
+        up.url()
+    )
+}
+
+/// Fires `n` concurrent GETs of `url` and returns each one's `X-Cache` and body digest.
+async fn concurrent_gets(url: &str, n: usize) -> Vec<(String, String)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                // Stagger the clients so that some join while the fill is underway.
+                tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
+                let r = client().get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let cache = header(&r, "x-cache");
+                let body = r.bytes().await.expect("a whole body");
+                (cache, sha256_hex(&body))
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn used_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    common::walk(dir, &mut |p| {
+        total += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    });
+    total
+}
+
+async fn bypass_count(proxy: &Proxy) -> u64 {
+    let text = get_text(&client(), &proxy.url("/metrics")).await;
+    text.lines()
+        .filter(|l| l.starts_with("artifactapi_bypass_total{") && l.contains("no_space"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn fills_that_run_out_of_space_mid_way_still_give_every_client_the_whole_body() {
+    // Two 30 MiB fills at once on 40 MiB: each finds room when it starts; they cannot both
+    // finish, so at least one runs out of space part-way.
+    let fs = SmallFs::mount(40);
+    let up = TestUpstream::start();
+    let names = ["first.bin", "second.bin"];
+    let bodies: Vec<_> = (0..2).map(|i| test_bytes(30 << 20, i + 1)).collect();
+    for (name, body) in names.iter().zip(&bodies) {
+        up.put_slow(
+            &format!("files/{name}"),
+            body.clone(),
+            256 * 1024,
+            Duration::from_millis(3),
+        );
+    }
+    let proxy = Proxy::start_in(&fs.data(), &generic(&up));
+    let urls: Vec<_> = names.iter().map(|n| proxy.remote("gen", n)).collect();
+    let (a, b) = tokio::join!(concurrent_gets(&urls[0], 3), concurrent_gets(&urls[1], 3));
+    for (got, body) in [(a, &bodies[0]), (b, &bodies[1])] {
+        let want = sha256_hex(body);
+        for (cache, digest) in got {
+            assert_eq!(
+                digest, want,
+                "X-Cache {cache}: a client got a wrong or short body"
+            );
+        }
+    }
+    assert!(bypass_count(&proxy).await >= 1);
+    // Clients that had part of the body from the spool got the rest with a range request.
+    let ranged: usize = names
+        .iter()
+        .map(|n| up.count("RANGE", &format!("files/{n}")))
+        .sum();
+    assert!(ranged >= 1, "{:?}", up.requests());
+
+    // Nothing partial is kept: each object is either whole or absent, and not both fit.
+    let mut kept = 0;
+    for (name, body) in names.iter().zip(&bodies) {
+        if let Some(stored) = proxy.stored(&format!("gen/{name}")).await {
+            assert_eq!(&stored[..], &body[..], "{name} is kept whole");
+            kept += 1;
+        }
+    }
+    assert!(kept <= 1);
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+    assert!(used_bytes(&fs.data()) < (31 << 20));
+    assert!(
+        proxy
+            .log
+            .lock()
+            .unwrap()
+            .contains("passing it through uncached"),
+        "the operator is told"
+    );
+}
+
+#[tokio::test]
+async fn a_disk_filled_by_something_else_bypasses_until_space_is_freed() {
+    let fs = SmallFs::mount(24);
+    let up = TestUpstream::start();
+    let body = test_bytes(6 << 20, 3);
+    up.put_slow(
+        "files/tool.tgz",
+        body.clone(),
+        128 * 1024,
+        Duration::from_millis(2),
+    );
+    let proxy = Proxy::start_in(&fs.data(), &generic(&up));
+    let c = client();
+    // Something else takes all but about 2 MiB of the file system.
+    let filler = fs.path.join("filler");
+    let free = free_bytes(&fs.path);
+    std::fs::write(&filler, vec![7u8; (free - (2 << 20)) as usize]).unwrap();
+
+    let url = proxy.remote("gen", "tool.tgz");
+    let want = sha256_hex(&body);
+    // A body of known length that cannot fit is passed through from the start.
+    for (cache, digest) in concurrent_gets(&url, 3).await {
+        assert_eq!(cache, "BYPASS");
+        assert_eq!(digest, want);
+    }
+    assert!(bypass_count(&proxy).await >= 1);
+    assert!(proxy.stored("gen/tool.tgz").await.is_none());
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+
+    // Room again: the next request caches as usual.
+    std::fs::remove_file(&filler).unwrap();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), want);
+    wait_for_hit(&c, &url).await;
+    assert_eq!(proxy.stored("gen/tool.tgz").await.unwrap(), body);
+}
+
+/// Free bytes of the file system at `path` (from df, to stay free of unsafe statvfs).
+fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the free bytes")
+}
