@@ -572,3 +572,51 @@ async fn a_client_that_disconnects_does_not_abort_the_fill() {
     assert_eq!(up.count("GET", "files/d.bin"), 1);
     assert_eq!(proxy.stored("gen/d.bin").await.unwrap(), body);
 }
+
+#[tokio::test]
+async fn clients_holding_the_current_copy_get_304() {
+    let up = TestUpstream::start();
+    let body = test_bytes(100_000, 9);
+    up.put("files/pkg.tgz", body.clone());
+    let proxy = Proxy::start(&generic(&up, ""));
+    let c = client();
+    let url = proxy.remote("gen", "pkg.tgz");
+    let r = c.get(&url).send().await.unwrap();
+    let (etag, lm) = (header(&r, "etag"), header(&r, "last-modified"));
+    assert_eq!(r.bytes().await.unwrap(), body);
+    wait_for_hit(&c, &url).await;
+
+    for (name, value) in [
+        ("if-none-match", etag.clone()),
+        ("if-none-match", format!("W/{etag}")),
+        ("if-modified-since", lm.clone()),
+    ] {
+        for head in [false, true] {
+            let req = if head { c.head(&url) } else { c.get(&url) };
+            let r = req.header(name, &value).send().await.unwrap();
+            assert_eq!(r.status(), 304, "{name}: {value}");
+            assert_eq!(header(&r, "etag"), etag);
+            assert_eq!(header(&r, "x-cache"), "HIT");
+            assert!(r.bytes().await.unwrap().is_empty());
+        }
+    }
+    // Another copy, or an older date, gets the body.
+    let r = c
+        .get(&url)
+        .header("if-none-match", "\"something-else\"")
+        .header("if-modified-since", &lm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), body);
+    let r = c
+        .get(&url)
+        .header("if-modified-since", "Mon, 01 Jan 2024 00:00:00 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Upstream was asked once: the 304s came from the cache.
+    assert_eq!(up.count("GET", "files/pkg.tgz"), 1);
+}

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+mod conditional;
 mod docker;
 mod error;
 mod extract;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(docker::ping))
         .route("/v2/{*rest}", any(docker::v2))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(conditional::not_modified))
         .with_state(state)
 }
 
