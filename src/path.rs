@@ -101,6 +101,14 @@ fn check_segment(seg: &str) -> Result<()> {
     if seg.starts_with(TEMP_PREFIX) {
         return Err(bad("reserved name"));
     }
+    // Servlet containers (Tomcat, Jetty: Artifactory and Nexus upstreams) drop a `;param`
+    // from a segment, so `..;` is `..` to them; IIS trims trailing dots and spaces.
+    if seg.contains(';') {
+        return Err(bad("';' (a path parameter to some servers) is not allowed"));
+    }
+    if seg.chars().all(|c| c == '.' || c == ' ') {
+        return Err(bad("segments of only dots and spaces are not allowed"));
+    }
     for c in seg.chars() {
         if c == '/' || c == '\\' {
             return Err(bad("encoded '/' or '\\' in a segment is not allowed"));
@@ -111,11 +119,46 @@ fn check_segment(seg: &str) -> Result<()> {
         if c.is_control() {
             return Err(bad("control characters are not allowed"));
         }
+        if is_format_char(c) {
+            return Err(bad(
+                "invisible formatting characters (such as U+202E) are not allowed",
+            ));
+        }
         if CONFUSABLES.contains(&c) {
             return Err(bad("look-alike dot or slash characters are not allowed"));
         }
     }
     Ok(())
+}
+
+/// Unicode format characters (general category Cf): bidirectional overrides and isolates,
+/// zero-width characters, the BOM, invisible operators and tags. They make a listed or logged
+/// name look like another.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 fn bad(msg: &str) -> Error {
@@ -153,6 +196,45 @@ mod tests {
             RepoPath::parse("v1.0/tool_ünï.bin").unwrap().encoded(),
             "v1.0/tool_%C3%BCn%C3%AF.bin"
         );
+    }
+
+    #[test]
+    fn rejects_path_parameters_dot_runs_and_format_characters() {
+        for raw in [
+            "pub/..;/private/secret.txt",
+            "pub/.;/x",
+            "..;x/y",
+            "a/%2e%2e;/b",
+            "a/..%3b/b",
+            "a/..%3B/b",
+            "a;b",
+            "a/b;jsessionid=1",
+            "a/%3B",
+            ".../x",
+            "a/..../b",
+            "a/.. /b",
+            "a/..%20/b",
+            "a/. ./b",
+            "a/%20/b",
+            "evil%E2%80%AEgpj.exe",
+            "a%E2%80%8Bb",
+            "%EF%BB%BFa",
+            "a%E2%81%A6b",
+            "a%C2%ADb",
+            "tag%F3%A0%80%81",
+        ] {
+            assert!(RepoPath::parse(raw).is_err(), "{raw} must be refused");
+        }
+        for raw in [
+            "a/.hidden",
+            "v1..2/x",
+            "a/b..c",
+            "a/.b.",
+            "a/x y/z",
+            "ünï/✓",
+        ] {
+            assert!(RepoPath::parse(raw).is_ok(), "{raw} must be accepted");
+        }
     }
 
     #[test]
