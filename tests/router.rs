@@ -154,11 +154,12 @@ async fn send(app: &Router, method: &str, uri: &str, authorization: Option<&str>
     if let Some(a) = authorization {
         req = req.header(header::AUTHORIZATION, a);
     }
-    let response = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    answer(app, req.body(Body::empty()).unwrap()).await
+}
+
+/// Sends `req` and reads the whole response.
+async fn answer(app: &Router, req: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(req).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -458,4 +459,79 @@ async fn registry_auth_answers_with_a_basic_challenge_only() {
 fn b64(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A PUT of `body` as `content_type` to the local repository, with extra headers.
+fn upload(path: &str, content_type: &str, body: &str, extra: &[(&str, &str)]) -> Request<Body> {
+    let mut req = Request::builder()
+        .method("PUT")
+        .uri(format!("/api/v1/local/uploads/{path}"))
+        .header(header::AUTHORIZATION, bearer(WRITER))
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::HOST, "cache.example");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.body(Body::from(body.to_string())).unwrap()
+}
+
+#[tokio::test]
+async fn browsers_cannot_run_content_or_make_changes_from_another_site() {
+    let (app, _dir) = build_app(&auth(true)).await;
+    // Changes sent by a page of another site are refused before anything happens.
+    for extra in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")][..],
+        &[("origin", "http://evil.example")][..],
+        &[("origin", "null")][..],
+    ] {
+        let a = answer(
+            &app,
+            upload("page.html", "text/html", "<script>x</script>", extra),
+        )
+        .await;
+        a.expect_error(403, "cross_site_request");
+    }
+    let a = get(&app, "/api/v1/local/uploads/page.html").await;
+    assert_eq!(a.status, 404, "nothing was stored");
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/cache/flush")
+        .header(header::AUTHORIZATION, bearer(OPS))
+        .header("sec-fetch-site", "cross-site");
+    req = req.header(header::HOST, "cache.example");
+    let a = answer(&app, req.body(Body::empty()).unwrap()).await;
+    a.expect_error(403, "cross_site_request");
+
+    // The same upload from the proxy's own origin, or from a non-browser client, goes in.
+    let same = [
+        ("origin", "http://cache.example"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let a = answer(
+        &app,
+        upload("page.html", "text/html", "<script>x</script>", &same),
+    )
+    .await;
+    assert!((200..300).contains(&a.status), "{}", a.status);
+    let a = answer(
+        &app,
+        upload("data.bin", "application/octet-stream", "x", &[]),
+    )
+    .await;
+    assert!((200..300).contains(&a.status), "{}", a.status);
+
+    // Active content is sandboxed and downloaded; every response says nosniff.
+    let a = get(&app, "/api/v1/local/uploads/page.html").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header_all("content-security-policy"), ["sandbox"]);
+    assert_eq!(a.header_all("content-disposition"), ["attachment"]);
+    assert_eq!(a.header_all("x-content-type-options"), ["nosniff"]);
+    let a = get(&app, "/api/v1/local/uploads/data.bin").await;
+    assert_eq!(a.status, 200);
+    assert!(a.header_all("content-security-policy").is_empty());
+    assert!(a.header_all("content-disposition").is_empty());
+    assert_eq!(a.header_all("x-content-type-options"), ["nosniff"]);
+    let a = get(&app, "/no/such/route").await;
+    assert_eq!(a.header_all("x-content-type-options"), ["nosniff"]);
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+mod browser;
 mod conditional;
 mod docker;
 mod error;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(docker::v2))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(conditional::not_modified))
+        .layer(axum::middleware::from_fn(browser::guard))
         .with_state(state)
 }
 
