@@ -421,7 +421,21 @@ async fn upstream_errors_map_to_502_and_504() {
     assert_eq!(error_code(r).await, "upstream_error");
     let r = c.get(proxy.remote("dead", "x")).send().await.unwrap();
     assert_eq!(r.status(), 504);
-    assert_eq!(error_code(r).await, "upstream_unreachable");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unreachable");
+    assert_eq!(body["remote"], "dead");
+    // The client learns neither the upstream's address nor the transport error; the log does.
+    let text = body.to_string();
+    for leak in [
+        "127.0.0.1",
+        &dead_port.to_string(),
+        "error sending",
+        "os error",
+        "Connection refused",
+    ] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    assert!(proxy.log.lock().unwrap().contains(&dead_port.to_string()));
 }
 
 #[tokio::test]
