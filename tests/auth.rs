@@ -14,6 +14,7 @@ const READER: &str = "reader-secret-0123456789";
 const WRITER: &str = "writer-secret-0123456789";
 const CI: &str = "ci-secret-0123456789";
 const OPS: &str = "ops-secret-0123456789";
+const OUTSIDER: &str = "outsider-secret-0123456789";
 
 fn auth(anonymous_read: bool) -> String {
     format!(
@@ -23,7 +24,7 @@ fn auth(anonymous_read: bool) -> String {
 
 fn repos(up: &TestUpstream) -> String {
     format!(
-        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n  uploads:\n    type: local\n    package: generic\n  other:\n    type: local\n    package: generic\n  both:\n    type: virtual\n    package: generic\n    members: [uploads, gen]\n  hub:\n    type: remote\n    package: docker\n    base_url: {}\n",
+        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n  uploads:\n    type: local\n    package: generic\n  other:\n    type: local\n    package: generic\n    allow_overwrite: true\n  both:\n    type: virtual\n    package: generic\n    members: [uploads, gen]\n  hub:\n    type: remote\n    package: docker\n    base_url: {}\n",
         up.url(),
         up.url()
     )
@@ -192,7 +193,18 @@ async fn uploads_need_write_and_flush_needs_admin() {
     assert_eq!(r.status(), 401);
     let r = c.delete(&url).bearer_auth(READER).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // Without allow_overwrite a file is an immutable release: only an admin removes it.
     let r = c.delete(&url).bearer_auth(WRITER).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    let r = c.delete(&url).bearer_auth(OPS).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
+    // Where overwrites are allowed, write is enough.
+    let scratch = proxy.url("/api/v1/local/other/w.txt");
+    let r = put_as(scratch.clone(), WRITER, "w").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c.delete(&scratch).bearer_auth(WRITER).send().await.unwrap();
     assert_eq!(r.status(), 204);
 
     let flush = proxy.url("/api/v1/cache/flush?remote=gen");
@@ -209,6 +221,72 @@ async fn uploads_need_write_and_flush_needs_admin() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn roles_hold_through_virtual_repositories_and_the_registry_api() {
+    let up = TestUpstream::start();
+    up.put("files/public.txt", "public");
+    let outsider = format!(
+        "    - name: outsider\n      secret: {OUTSIDER}\n      roles:\n        gen: [read]\n        both: [read]\n"
+    );
+    let proxy = Proxy::start_with(&repos(&up), &(auth(false) + &outsider));
+    let c = client();
+    let r = c
+        .put(proxy.url("/api/v1/local/uploads/secret.txt"))
+        .bearer_auth(WRITER)
+        .body("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let get = |path: &str, secret: &str| c.get(proxy.url(path)).bearer_auth(secret).send();
+
+    // `outsider` reads `gen` and the virtual `both`, not its member `uploads`.
+    let r = get("/api/v1/local/uploads/secret.txt", OUTSIDER)
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (403, "access_denied".into()));
+    let r = get("/api/v1/virtual/both/secret.txt", OUTSIDER)
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (404, "not_found".into()));
+    let r = c
+        .head(proxy.url("/api/v1/virtual/both/secret.txt"))
+        .bearer_auth(OUTSIDER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = get("/api/v1/virtual/both/public.txt", OUTSIDER)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header_all(&r, "x-artifactapi-member"), "gen");
+    assert_eq!(r.bytes().await.unwrap(), "public");
+    // A token with read on every member gets the hosted file.
+    let r = get("/api/v1/virtual/both/secret.txt", READER)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header_all(&r, "x-artifactapi-member"), "uploads");
+
+    // Under /v2/, a token without a role cannot tell a generic repository, a docker one and
+    // a name that does not exist apart.
+    for repo in ["uploads", "hub", "no-such-repo"] {
+        let path = format!("/v2/{repo}/library/x/manifests/latest");
+        let r = get(&path, OUTSIDER).await.unwrap();
+        assert_eq!(status_and_code(r).await, (403, "DENIED".into()), "{path}");
+    }
+    // With a role, the answers say what the name is.
+    let r = get("/v2/uploads/library/x/manifests/latest", READER)
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (400, "UNSUPPORTED".into()));
+    let r = get("/v2/no-such-repo/library/x/manifests/latest", READER)
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (404, "NAME_UNKNOWN".into()));
 }
 
 /// A one-shot upstream that records the request head it receives and answers 200 "ok".

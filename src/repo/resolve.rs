@@ -104,9 +104,22 @@ impl Engine {
     /// by that name (a docker virtual or remote repository); otherwise the request is for a
     /// mirror, chosen by containerd's `ns` host, else the Docker Hub mirror, else the only
     /// mirror.
-    pub fn docker_target(&self, v2: &V2Path, ns: Option<&str>) -> Result<V2Target> {
+    ///
+    /// `authorize` is asked about the repository before anything else is said of it, so that a
+    /// caller without a role learns nothing of which repositories exist. A name that is neither
+    /// a repository nor served by a mirror is authorized as if it were one.
+    pub fn docker_target(
+        &self,
+        v2: &V2Path,
+        ns: Option<&str>,
+        authorize: &(dyn Fn(&str) -> Result<()> + Sync),
+    ) -> Result<V2Target> {
         let first = v2.segments[0].as_str();
-        let (repo, rest) = match self.repos.get(first) {
+        let found = self.repos.get(first);
+        if found.is_some() {
+            authorize(first)?;
+        }
+        let (repo, rest) = match found {
             Some(found) if found.package() != PackageKind::Docker => {
                 return Err(Error::WrongPackage {
                     name: first.to_string(),
@@ -118,9 +131,11 @@ impl Engine {
             Some(Repo::Remote(r)) => (r.clone(), &v2.segments[1..]),
             Some(other) => return Err(other.not_a(RepoKind::Remote)),
             None => {
-                let mirror = self
-                    .mirror_for(ns)
-                    .ok_or_else(|| Error::UnknownRepository(first.to_string()))?;
+                let Some(mirror) = self.mirror_for(ns) else {
+                    authorize(first)?;
+                    return Err(Error::UnknownRepository(first.to_string()));
+                };
+                authorize(mirror.name())?;
                 (mirror, &v2.segments[..])
             }
         };

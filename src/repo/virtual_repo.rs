@@ -4,6 +4,7 @@
 //! reported (502) only when every member failed. Index metadata is never merged: rpm and
 //! alpine virtual repositories are failover mirror sets. On `/v2/`, manifests resolve the same
 //! way, and blobs are asked first of the member that served the image's last manifest.
+//! A member the caller may not read is skipped, as if it had answered 404.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -164,12 +165,14 @@ fn public_message(e: &Error) -> String {
 }
 
 impl Engine {
-    /// GET or HEAD of `path` in virtual repository `name`.
+    /// GET or HEAD of `path` in virtual repository `name`, asking only the members for which
+    /// `may_read` holds.
     pub async fn virtual_read(
         &self,
         name: &str,
         path: &RepoPath,
         op: ReadOp,
+        may_read: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<VirtualServed> {
         let repo = self.virtual_repo(name)?;
         if !path_allowed(&repo.config, path) {
@@ -177,6 +180,10 @@ impl Engine {
         }
         let mut misses = Misses::default();
         for member in repo.members(&|c| path_allowed(c, path)) {
+            if !may_read(member.name()) {
+                misses.missing += 1;
+                continue;
+            }
             let result = match (&member, op) {
                 (Repo::Local(local), ReadOp::Get(range)) => local.get(path, range).await,
                 (Repo::Local(local), ReadOp::Head) => local.head(path).await,
@@ -202,6 +209,7 @@ impl Engine {
         endpoint: &Endpoint,
         page: &TagPage,
         op: ReadOp,
+        may_read: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<VirtualServed> {
         let repo = self.virtual_repo(name)?;
         let segments: Vec<&str> = image.iter().map(String::as_str).collect();
@@ -231,6 +239,10 @@ impl Engine {
                 misses.missing += 1;
                 continue;
             };
+            if !may_read(remote.name()) {
+                misses.missing += 1;
+                continue;
+            }
             let member = remote.name().to_string();
             let mut image = requested.clone();
             if remote.is_docker_hub() {

@@ -91,9 +91,10 @@ pub async fn v2(
         .auth
         .require_identity(caller.0.as_deref())
         .map_err(&fail)?;
+    let authorize = |repo: &str| caller.require(&state.auth, Some(repo), Role::Read);
     let (repo, name) = match state
         .engine
-        .docker_target(&v2, query.ns.as_deref())
+        .docker_target(&v2, query.ns.as_deref(), &authorize)
         .map_err(&name_unknown)?
     {
         V2Target::Virtual(repo) => {
@@ -103,9 +104,6 @@ pub async fn v2(
         }
         V2Target::Remote(repo, name) => (repo, name),
     };
-    caller
-        .require(&state.auth, Some(repo.name()), Role::Read)
-        .map_err(&fail)?;
     let page = query.tag_page().map_err(&fail)?;
     let fetch = repo
         .docker_fetch(&name, &v2.endpoint, &page)

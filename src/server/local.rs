@@ -1,6 +1,7 @@
 //! `/api/v1/local/{repo}/{path}`: `PUT` uploads (streamed, optional `X-Checksum-Sha256`),
 //! `GET`/`HEAD` of a file or of a directory listing (`{dir}/` or `?list`), and `DELETE`.
-//! Reads need the `read` role (or anonymous reads), uploads and deletes `write`.
+//! Reads need the `read` role (or anonymous reads), uploads and deletes `write`, and deletes
+//! in a repository without `allow_overwrite` `admin`.
 
 use std::sync::Arc;
 
@@ -150,6 +151,10 @@ pub async fn delete(
     req: RepoTail,
 ) -> Result<Response, ApiError> {
     let repo = open(&state, &caller, &req, Role::Write)?;
+    if !repo.config().allow_overwrite {
+        // Without overwrites a release is immutable: removing one is an administrative act.
+        req.require(&state, &caller, Role::Admin)?;
+    }
     let path = RepoPath::parse(&req.tail).map_err(|e| req.error(e))?;
     repo.delete(&path)
         .await

@@ -1,5 +1,6 @@
 //! `GET`/`HEAD /api/v1/virtual/{repo}/{path}` and `/v2/{virtual}/...`: ask the engine, which
-//! tries each member in order, and say which member answered (`X-Artifactapi-Member`).
+//! tries each member the caller may read in order, and say which member answered
+//! (`X-Artifactapi-Member`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -42,7 +43,11 @@ pub async fn read(
     })?;
     let result = state
         .engine
-        .virtual_read(name, &path, read_op(&method, &headers))
+        .virtual_read(name, &path, read_op(&method, &headers), &|member| {
+            caller
+                .require(&state.auth, Some(member), Role::Read)
+                .is_ok()
+        })
         .await;
     record_request(metrics, name, package, cache_status(&result));
     let v = result.map_err(|e| req.error_at(e, path.as_str()))?;
@@ -59,10 +64,8 @@ pub(super) async fn v2(
     page: Result<TagPage>,
 ) -> Result<Response, RegistryError> {
     let name = repo.name();
+    // The caller's read role on `repo` was checked when the path was resolved.
     let fail = RegistryError::with(v2.endpoint.unknown_code());
-    caller
-        .require(&state.auth, Some(name), Role::Read)
-        .map_err(&fail)?;
     let page = page.map_err(&fail)?;
     let result = state
         .engine
@@ -72,6 +75,11 @@ pub(super) async fn v2(
             &v2.endpoint,
             &page,
             read_op(method, headers),
+            &|member| {
+                caller
+                    .require(&state.auth, Some(member), Role::Read)
+                    .is_ok()
+            },
         )
         .await;
     record_request(&state.metrics, name, "docker", cache_status(&result));
