@@ -311,7 +311,7 @@ async fn uploads_checksums_conflicts_deletes_and_listings() {
     assert!(
         !proxy
             .data_dir()
-            .join("meta/uploads/dir/a.txt.json")
+            .join("meta/uploads/dir/a.txt;meta.json")
             .exists()
     );
 
@@ -519,4 +519,89 @@ async fn an_interrupted_upload_leaves_nothing() {
     assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
     // The path is free again.
     assert_eq!(upload(&c, &url, "whole", None).await.status(), 201);
+}
+
+#[tokio::test]
+async fn records_never_collide_with_object_paths_and_a_failed_record_keeps_nothing() {
+    let proxy = Proxy::start_with(LOCALS, AUTH);
+    let c = client();
+    // A file and a directory whose name is the file's plus ".json", in both orders.
+    for (first, second) in [("a", "a.json/b"), ("c.json/d", "c")] {
+        for path in [first, second] {
+            let url = local_url(&proxy, "uploads", path);
+            assert_eq!(
+                upload(&c, &url, path.to_string(), None).await.status(),
+                201,
+                "{path}"
+            );
+        }
+        for path in [first, second] {
+            let r = c
+                .get(local_url(&proxy, "uploads", path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(r.bytes().await.unwrap(), path, "{path}");
+        }
+    }
+    let listed = get_json(&c, &local_url(&proxy, "uploads", "")).await;
+    let text = listed.to_string();
+    for name in ["\"a\"", "\"c\"", "a.json", "c.json"] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+
+    // A record that cannot be written (its directory's name is taken by a stray file) fails
+    // the upload with 503 and keeps no object.
+    std::fs::write(
+        proxy.data_dir().join("meta/uploads/blocked"),
+        "not a directory",
+    )
+    .unwrap();
+    let url = local_url(&proxy, "uploads", "blocked/x.bin");
+    let r = upload(&c, &url, "orphan", None).await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        !proxy
+            .data_dir()
+            .join("objects/uploads/blocked/x.bin")
+            .exists()
+    );
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+    // Once the stray file is gone the same upload goes in.
+    std::fs::remove_file(proxy.data_dir().join("meta/uploads/blocked")).unwrap();
+    assert_eq!(upload(&c, &url, "kept", None).await.status(), 201);
+    assert_eq!(
+        c.get(&url).send().await.unwrap().bytes().await.unwrap(),
+        "kept"
+    );
+}
+
+#[tokio::test]
+async fn records_in_the_earlier_naming_are_still_read() {
+    let mut proxy = Proxy::start_with(LOCALS, AUTH);
+    let c = client();
+    let url = local_url(&proxy, "uploads", "old/tool.tar.gz");
+    assert_eq!(upload(&c, &url, "old body", None).await.status(), 201);
+    // Rename the record as an earlier version wrote it: `{path}.json`.
+    let meta = proxy.data_dir().join("meta/uploads/old");
+    std::fs::rename(
+        meta.join("tool.tar.gz;meta.json"),
+        meta.join("tool.tar.gz.json"),
+    )
+    .unwrap();
+    proxy.restart();
+    let c = client();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-checksum-sha256"), sha256_hex(b"old body"));
+    assert_eq!(r.bytes().await.unwrap(), "old body");
+    let listed = get_json(&c, &local_url(&proxy, "uploads", "old/")).await;
+    assert!(listed.to_string().contains("tool.tar.gz"), "{listed}");
+    // Deleting removes the old-style record too.
+    let r = c.delete(&url).bearer_auth(OPS).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!meta.join("tool.tar.gz.json").exists());
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
 }

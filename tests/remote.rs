@@ -58,7 +58,12 @@ async fn miss_then_hit_served_with_upstream_stopped() {
         return;
     }
     let rec: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(proxy.data_dir().join("meta/gen/dir/tool-1.0.tar.gz.json")).unwrap(),
+        &std::fs::read(
+            proxy
+                .data_dir()
+                .join("meta/gen/dir/tool-1.0.tar.gz;meta.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(rec["sha256"], sha256_hex(&body));
@@ -174,7 +179,7 @@ async fn cut_body_is_an_error_and_is_not_cached() {
     assert!(r.bytes().await.is_err(), "client must see the body fail");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(proxy.stored("gen/cut.bin").await.is_none());
-    assert!(!proxy.data_dir().join("meta/gen/cut.bin.json").exists());
+    assert!(!proxy.data_dir().join("meta/gen/cut.bin;meta.json").exists());
     assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
 
     up.set_mode("files/cut.bin", Mode::Normal);

@@ -1,6 +1,8 @@
-//! The embedded metadata backend: one JSON record per object under `ROOT/meta/{key}.json`,
-//! written by temp file (in `ROOT/tmp/`) and rename so that a server and CLI commands on the same data directory
-//! always read whole records. Negative (404) entries live in this process's memory, and so does
+//! The embedded metadata backend: one JSON record per object under `ROOT/meta/{key};meta.json`,
+//! written by temp file (in `ROOT/tmp/`) and rename so that a server and CLI commands on the
+//! same data directory always read whole records. No key segment holds `;`, so a record file
+//! never has the name of a directory that another key's record needs. Records written before
+//! that naming (`{key}.json`) are still read, and replaced by the next write. Negative (404) entries live in this process's memory, and so does
 //! a short-lived copy of recently read records, which spares a cache hit its file read.
 
 use std::collections::HashMap;
@@ -14,7 +16,10 @@ use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
 use crate::storage::{StorageKey, TEMP_DIR, TEMP_PREFIX, is_absent, sweep_dir, walk};
 
-const SUFFIX: &str = ".json";
+/// Appended to a key to name its record file.
+const SUFFIX: &str = ";meta.json";
+/// The suffix of records written by earlier versions, which could collide with directories.
+const LEGACY_SUFFIX: &str = ".json";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -78,31 +83,36 @@ impl EmbeddedMeta {
             .map(|(_, m)| m.clone())
     }
 
-    fn path_of(&self, key: &str) -> Result<PathBuf> {
+    /// The record file of `key`, and where an earlier version kept it.
+    fn paths_of(&self, key: &str) -> Result<(PathBuf, PathBuf)> {
         let key = StorageKey::parse(key)
             .map_err(|_| Error::BadPath(format!("unsafe metadata key {key:?}")))?;
-        Ok(self.root.join(format!("{key}{SUFFIX}")))
+        Ok((
+            self.root.join(format!("{key}{SUFFIX}")),
+            self.root.join(format!("{key}{LEGACY_SUFFIX}")),
+        ))
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<ObjectMeta>> {
         if let Some(m) = self.recent(key) {
             return Ok(Some(m));
         }
-        let path = self.path_of(key)?;
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => {
-                let meta: ObjectMeta = serde_json::from_slice(&bytes)
-                    .map_err(Error::metadata(format!("decoding record of {key}")))?;
-                self.remember(key, Some(&meta));
-                Ok(Some(meta))
-            }
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(Error::metadata(format!("reading record of {key}"))(e)),
-        }
+        let (path, legacy) = self.paths_of(key)?;
+        let bytes = match read_record(&path, key).await? {
+            Some(bytes) => bytes,
+            None => match read_record(&legacy, key).await? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
+        };
+        let meta: ObjectMeta = serde_json::from_slice(&bytes)
+            .map_err(Error::metadata(format!("decoding record of {key}")))?;
+        self.remember(key, Some(&meta));
+        Ok(Some(meta))
     }
 
     pub async fn put(&self, key: &str, meta: &ObjectMeta) -> Result<()> {
-        let path = self.path_of(key)?;
+        let (path, legacy) = self.paths_of(key)?;
         let body = serde_json::to_vec(meta).map_err(Error::metadata("encoding record"))?;
         let ctx = format!("writing record of {key}");
         // Forget first: a failed write must not leave the new record served from memory.
@@ -119,6 +129,8 @@ impl EmbeddedMeta {
             let result = std::fs::write(&tmp, &body).and_then(|_| std::fs::rename(&tmp, &path));
             if result.is_err() {
                 let _ = std::fs::remove_file(&tmp);
+            } else if std::fs::symlink_metadata(&legacy).is_ok_and(|m| m.is_file()) {
+                let _ = std::fs::remove_file(&legacy);
             }
             result
         })
@@ -130,13 +142,22 @@ impl EmbeddedMeta {
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let path = self.path_of(key)?;
+        let (path, legacy) = self.paths_of(key)?;
         self.remember(key, None);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(true),
-            Err(e) if is_absent(&e) => Ok(false),
-            Err(e) => Err(Error::metadata(format!("deleting record of {key}"))(e)),
+        let mut removed = false;
+        for p in [path, legacy] {
+            // A legacy name may be another key's directory: only files are records.
+            match tokio::fs::symlink_metadata(&p).await {
+                Ok(m) if m.is_file() => {}
+                _ => continue,
+            }
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => removed = true,
+                Err(e) if is_absent(&e) => {}
+                Err(e) => return Err(Error::metadata(format!("deleting record of {key}"))(e)),
+            }
         }
+        Ok(removed)
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<MetaEntry>> {
@@ -153,8 +174,12 @@ impl EmbeddedMeta {
                 let Some(rel) = path.strip_prefix(&root).ok().and_then(|r| r.to_str()) else {
                     return;
                 };
-                let Some(key) = rel.strip_suffix(SUFFIX) else {
-                    return;
+                let (key, legacy) = match rel.strip_suffix(SUFFIX) {
+                    Some(key) => (key, false),
+                    None => match rel.strip_suffix(LEGACY_SUFFIX) {
+                        Some(key) => (key, true),
+                        None => return,
+                    },
                 };
                 if path
                     .file_name()
@@ -166,14 +191,19 @@ impl EmbeddedMeta {
                 if let Ok(bytes) = std::fs::read(path)
                     && let Ok(meta) = serde_json::from_slice(&bytes)
                 {
-                    out.push(MetaEntry {
-                        key: key.to_string(),
-                        meta,
-                    });
+                    out.push((
+                        legacy,
+                        MetaEntry {
+                            key: key.to_string(),
+                            meta,
+                        },
+                    ));
                 }
             })?;
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
+            // A key with both a current and a legacy record is listed once, with the current.
+            out.sort_by(|(a_legacy, a), (b_legacy, b)| (&a.key, a_legacy).cmp(&(&b.key, b_legacy)));
+            out.dedup_by(|later, first| later.1.key == first.1.key);
+            Ok(out.into_iter().map(|(_, entry)| entry).collect())
         })
         .await
         .map_err(|e| Error::metadata("listing records")(io::Error::other(e.to_string())))?
@@ -225,6 +255,16 @@ impl EmbeddedMeta {
     }
 }
 
+/// The bytes of record file `path`, or `None` when there is none. A legacy name may be a
+/// directory (other keys' records live below it): that holds no record either.
+async fn read_record(path: &Path, key: &str) -> Result<Option<Vec<u8>>> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => Ok(None),
+        Err(e) => Err(Error::metadata(format!("reading record of {key}"))(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +302,27 @@ mod tests {
         assert_eq!(m.get("r/a/b").await.unwrap(), None);
         assert!(!sample().is_fresh(10));
         assert!(sample().is_fresh(9));
+    }
+
+    #[tokio::test]
+    async fn a_directory_at_a_legacy_record_name_is_not_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = EmbeddedMeta::open(dir.path()).await.unwrap();
+        // The record of `r/x.json/y` makes `meta/r/x.json/`, the legacy name of `r/x`'s record.
+        m.put("r/x.json/y", &sample()).await.unwrap();
+        assert_eq!(m.get("r/x").await.unwrap(), None);
+        assert!(!m.delete("r/x").await.unwrap());
+        m.put("r/x", &sample()).await.unwrap();
+        assert_eq!(m.get("r/x").await.unwrap(), Some(sample()));
+        assert_eq!(m.get("r/x.json/y").await.unwrap(), Some(sample()));
+        let keys: Vec<_> = m
+            .list("r")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, vec!["r/x", "r/x.json/y"]);
     }
 
     #[test]

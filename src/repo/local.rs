@@ -170,8 +170,15 @@ impl LocalRepo {
             class: CacheClass::File,
             expires_at_ms: None,
         };
-        self.cache.meta.put(&key, &meta).await?;
         let m = &self.cache.metrics;
+        if let Err(e) = self.cache.record_committed(&key, &meta).await {
+            // The copy this upload replaced is gone with it.
+            if let Some(old) = previous {
+                m.cache_objects.dec();
+                m.cache_bytes.sub(old as i64);
+            }
+            return Err(e);
+        }
         match previous {
             Some(old) => m.cache_bytes.add(total as i64 - old as i64),
             None => {

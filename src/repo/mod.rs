@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RepoConfig};
 use crate::error::Result;
-use crate::meta::MetaStore;
+use crate::meta::{MetaStore, ObjectMeta};
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, Storage};
 
@@ -90,6 +90,22 @@ pub struct Engine {
     /// Every repository by name, virtual ones with their members resolved.
     repos: BTreeMap<String, Repo>,
     virtuals: virtual_repo::Virtuals,
+}
+
+impl Cache {
+    /// Writes the record of the object just committed at `key`. When that fails the object is
+    /// removed as well (with the record of the copy it replaced, if that can still be
+    /// removed): an object is kept only with its own record.
+    pub async fn record_committed(&self, key: &str, meta: &ObjectMeta) -> Result<()> {
+        let Err(e) = self.meta.put(key, meta).await else {
+            return Ok(());
+        };
+        let _ = self.meta.delete(key).await;
+        if let Err(removal) = self.storage.delete(key).await {
+            tracing::error!(key, error = %crate::error_chain(&removal), "removing an object whose record could not be written");
+        }
+        Err(e)
+    }
 }
 
 impl Engine {

@@ -6,7 +6,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 
 /// A key that is safe as a relative path: `/`-separated segments, none of them empty, `.`, `..`
-/// or holding a `\`. So it has no leading or trailing `/` and cannot leave its root.
+/// or holding a `\` or `;`. So it has no leading or trailing `/` and cannot leave its root, and
+/// the embedded metadata can name records with a `;` suffix that no key has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageKey<'a>(&'a str);
 
@@ -15,7 +16,7 @@ impl<'a> StorageKey<'a> {
         let safe = !key.is_empty()
             && key
                 .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\'));
+                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', ';']));
         if safe {
             Ok(StorageKey(key))
         } else {
@@ -61,6 +62,7 @@ mod tests {
             "r/./x",
             "r\\..\\x",
             "r/a\\b",
+            "r/a;meta.json",
         ] {
             assert!(StorageKey::parse(bad).is_err(), "{bad:?}");
         }

@@ -260,10 +260,15 @@ impl RemoteRepo {
             expires_at_ms: self.expiry(fetch.class, now),
         };
         self.manifest_committing(fetch, &mut meta).await;
-        if let Err(e) = self.cache.meta.put(key, &meta).await {
-            // The object is whole and stored: serve it; without a record it is served from
-            // storage while metadata is down, and fetched again once it is back.
-            tracing::warn!(key, error = %crate::error_chain(&e), "stored object has no record");
+        if let Err(e) = self.cache.record_committed(key, &meta).await {
+            // The clients of this fill still get the whole body (they read the spool); the
+            // object is not kept, and the next request fetches it again.
+            tracing::warn!(key, error = %crate::error_chain(&e), "record not written; object not kept");
+            if let Some(p) = previous {
+                self.cache.metrics.cache_objects.dec();
+                self.cache.metrics.cache_bytes.sub(p.size as i64);
+            }
+            return;
         }
         let m = &self.cache.metrics;
         match previous {

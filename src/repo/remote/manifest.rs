@@ -270,7 +270,7 @@ impl RemoteRepo {
             expires_at_ms: self.expiry(class, now),
             ..meta.clone()
         };
-        self.cache.meta.put(alias, &alias_meta).await?;
+        self.cache.record_committed(alias, &alias_meta).await?;
         Ok(true)
     }
 }
