@@ -36,6 +36,34 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Lets an event through at most once per interval, across threads: for warnings that a busy
+/// server could otherwise log thousands of times a second.
+pub struct Throttle {
+    every_ms: u64,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub const fn every(interval: std::time::Duration) -> Throttle {
+        Throttle {
+            every_ms: interval.as_millis() as u64,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// True for the first call of each interval.
+    pub fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms();
+        let last = self.last_ms.load(Relaxed);
+        now.saturating_sub(last) >= self.every_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
 /// An error and all its causes, joined by ": ", for logs and CLI output.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

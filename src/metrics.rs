@@ -1,7 +1,8 @@
 //! Every Prometheus metric the service exports, named and registered in one place.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +22,10 @@ pub struct Metrics {
     pub bypass: IntCounterVec,
     /// Objects in the cache (as counted by this process since start-up).
     pub cache_objects: IntGauge,
+    /// Client connections open now.
+    pub connections_open: IntGauge,
+    /// Client connections answered 503 because `server.max_connections` were open.
+    pub connections_refused: IntCounter,
     /// Bytes in the cache (as counted by this process since start-up).
     pub cache_bytes: IntGauge,
 }
@@ -88,6 +93,18 @@ impl Metrics {
             .expect("unique metric");
         let cache_objects = gauge("artifactapi_cache_objects", "Objects in the cache.");
         let cache_bytes = gauge("artifactapi_cache_bytes", "Bytes in the cache.");
+        let connections_open = gauge(
+            "artifactapi_connections_open",
+            "Client connections open now.",
+        );
+        let connections_refused = IntCounter::new(
+            "artifactapi_connections_refused_total",
+            "Client connections answered 503 because server.max_connections were open.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(connections_refused.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             requests,
@@ -99,6 +116,8 @@ impl Metrics {
             bypass,
             cache_objects,
             cache_bytes,
+            connections_open,
+            connections_refused,
         }
     }
 

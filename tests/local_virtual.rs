@@ -17,7 +17,7 @@ use common::layout::{Layout, blobs_of, digest_of, pull};
 use common::registry::{Auth, Registry};
 use common::{
     Mode, Proxy, TestUpstream, client, error_code, free_port, get_json, have_tool, header, raw_get,
-    raw_request, sha256_hex, test_bytes, tools,
+    raw_request, rss_kib, sha256_hex, test_bytes, tools,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -49,17 +49,6 @@ async fn upload(
         req = req.header("x-checksum-sha256", sum);
     }
     req.send().await.unwrap()
-}
-
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 fn sha256_file(path: &std::path::Path) -> String {

@@ -15,6 +15,11 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
     let config = config::load_file(&global.config)?;
     let listen = args.listen.unwrap_or(config.server.listen);
     let grace = config.server.shutdown_grace.0;
+    let limits = server::listener::Limits {
+        max_connections: connection_cap(config.server.max_connections.get()),
+        header_timeout: config.server.header_timeout.0,
+        send_timeout: config.server.send_timeout.0,
+    };
     let metrics = Arc::new(Metrics::new());
     let auth = Arc::new(Policy::from_config(&config.auth));
     let engine = Arc::new(Engine::open(config, metrics.clone()).await?);
@@ -31,11 +36,46 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
         metrics,
         auth,
     };
-    server::run(state, listen, grace, |addr| {
+    server::run(state, listen, limits, grace, |addr| {
         tracing::info!(version = crate::VERSION, "listening on http://{addr}");
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// File descriptors kept for storage, spool files and upstream sockets, beyond client ones.
+const RESERVED_FDS: u64 = 256;
+
+/// `configured`, held under the open-file limit. The soft limit is raised to the hard one
+/// first, as most servers do, so that a unit file's `LimitNOFILE` is all it takes.
+fn connection_cap(configured: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), hard) = (limit.current, limit.maximum)
+        && hard.is_none_or(|h| h > current)
+    {
+        let raised = Rlimit {
+            current: Some(hard.unwrap_or(current.max(1 << 20))),
+            maximum: hard,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let Some(files) = limit.current else {
+        return configured;
+    };
+    let fit = files.saturating_sub(RESERVED_FDS).max(1) as usize;
+    if fit < configured {
+        tracing::warn!(
+            max_connections = configured,
+            open_file_limit = files,
+            using = fit,
+            "server.max_connections does not fit the open-file limit; raise LimitNOFILE"
+        );
+        return fit;
+    }
+    configured
 }
 
 /// Seeds the cache size gauges from the metadata records.

@@ -294,6 +294,19 @@ fn check(config: &ConfigFile, text: &str) -> Vec<Diagnostic> {
             hint: hint.map(str::to_string),
         });
     };
+    let server = &config.server;
+    for (key, value) in [
+        ("header_timeout", server.header_timeout),
+        ("send_timeout", server.send_timeout),
+    ] {
+        if value.is_zero() {
+            at(
+                &["server", key],
+                format!("server.{key} must be more than 0"),
+                Some("a connection needs some time to send or receive; the default is fine"),
+            );
+        }
+    }
     let mut mirrored: std::collections::HashMap<&str, &str> = Default::default();
     for (name, repo) in &config.remotes {
         let n = name.as_str();
@@ -540,6 +553,23 @@ mod tests {
                 "{text:?}: {v:?}"
             );
         }
+    }
+
+    #[test]
+    fn connection_limits_must_be_positive() {
+        let text = "server:\n  max_connections: 10\n  header_timeout: 0\n  send_timeout: 5s\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!((d[0].line, d[0].column), (3, 3), "{d:?}");
+        assert!(
+            d[0].message.contains("header_timeout must be more than 0"),
+            "{d:?}"
+        );
+        let d = load_str("server:\n  max_connections: 0\n").unwrap_err();
+        assert_eq!(d[0].line, 2, "{d:?}");
+        let c = load_str("server:\n  max_connections: 10\n  send_timeout: 5s\n").unwrap();
+        assert_eq!(c.server.max_connections.get(), 10);
+        assert_eq!(c.server.send_timeout.as_secs(), 5);
+        assert_eq!(c.server.header_timeout.as_secs(), 30);
     }
 
     #[test]

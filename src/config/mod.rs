@@ -9,6 +9,7 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
@@ -72,6 +73,16 @@ pub struct ServerConfig {
     /// How long a shutdown waits for responses in flight before closing them.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Seconds,
+    /// Open client connections, at most (also held under the open-file limit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: NonZeroUsize,
+    /// From when a connection is ready for a request until its headers are complete: closes
+    /// idle keep-alive connections and clients that send headers slowly.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Seconds,
+    /// How long a response may wait for a client that does not read before it is closed.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: Seconds,
 }
 
 impl Default for ServerConfig {
@@ -79,8 +90,23 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             shutdown_grace: default_shutdown_grace(),
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            send_timeout: default_send_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> NonZeroUsize {
+    NonZeroUsize::new(4096).expect("non-zero")
+}
+
+fn default_header_timeout() -> Seconds {
+    Seconds::secs(30)
+}
+
+fn default_send_timeout() -> Seconds {
+    Seconds::secs(60)
 }
 
 fn default_listen() -> SocketAddr {

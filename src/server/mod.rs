@@ -8,6 +8,7 @@ mod conditional;
 mod docker;
 mod error;
 mod extract;
+pub mod listener;
 mod local;
 mod remote;
 mod respond;
@@ -22,7 +23,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -106,37 +106,19 @@ async fn not_found(uri: Uri) -> Response {
 pub async fn run(
     state: AppState,
     listen: SocketAddr,
+    limits: listener::Limits,
     grace: Duration,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     on_ready(addr);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
+    let shutdown = async {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, finishing responses in flight");
-        let _ = stop_tx.send(true);
     };
-    // No Nagle delay: a response's headers and body may leave in separate writes, and a
-    // client's delayed ACK would otherwise hold the body back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
-    let deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        r = server => r,
-        _ = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "responses still in flight after the grace period; closing them");
-            Ok(())
-        }
-    }
+    let metrics = state.metrics.clone();
+    listener::serve(listener, router(state), metrics, limits, shutdown, grace).await
 }
 
 async fn shutdown_signal() {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// Objects at most this large are read in one go on a hit.
 const SMALL_OBJECT: u64 = 128 * 1024;
 /// Read size for streaming larger objects.
-const READ_CHUNK: u64 = 512 * 1024;
+const READ_CHUNK: u64 = 128 * 1024;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 

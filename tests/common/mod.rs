@@ -30,6 +30,17 @@ pub use proxy::{Proxy, walk};
 #[allow(unused_imports)]
 pub use upstream::{Mode, TestUpstream, UpFile};
 
+/// Resident memory of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
 /// How long a server the harness starts may take to get ready. Generous, so that a loaded
 /// 2-core machine does not fail a test on a slow start; the waits poll often, so a fast start
 /// is not slowed down.

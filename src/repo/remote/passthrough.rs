@@ -4,7 +4,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -15,11 +14,8 @@ use crate::repo::inflight::{BypassReason, Resume};
 use crate::storage::ByteStream;
 use crate::upstream::{Answer, BodyStream, RequestOptions};
 
-/// The least time between two "cache bypassed" warnings of one process.
-const WARN_EVERY_MS: u64 = 60_000;
-
-/// When the last warning was logged (ms since the epoch).
-static LAST_WARNING_MS: AtomicU64 = AtomicU64::new(0);
+/// "Cache bypassed" warnings: one a minute at most.
+static WARNING: crate::Throttle = crate::Throttle::every(std::time::Duration::from_secs(60));
 
 impl RemoteRepo {
     /// How a client of `fetch`'s fill gets the rest of the body if the fill bypasses storage.
@@ -67,13 +63,7 @@ impl RemoteRepo {
             .bypass
             .with_label_values(&[self.name.as_str(), reason.as_str()])
             .inc();
-        let now = crate::now_ms();
-        let last = LAST_WARNING_MS.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= WARN_EVERY_MS
-            && LAST_WARNING_MS
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if WARNING.ready() {
             tracing::warn!(
                 repository = %self.name,
                 key,
