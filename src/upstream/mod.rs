@@ -191,7 +191,8 @@ impl Upstream {
 
     /// Sends `method` for `path`. Redirects are followed; reqwest drops the `Authorization`
     /// header when one leads to another host. A 401 with a Bearer or Basic challenge is
-    /// answered once (anonymously when the remote has no credentials).
+    /// answered once (anonymously when the remote has no credentials), and only when the 401
+    /// comes from base_url's origin: a redirect target's challenge is an upstream error.
     async fn send(
         &self,
         method: Method,
@@ -220,6 +221,14 @@ impl Upstream {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
+        if resp.url().origin() != self.base.url().origin() {
+            tracing::warn!(
+                upstream = %self.base.url().origin().ascii_serialization(),
+                from = %resp.url().origin().ascii_serialization(),
+                "a redirect target asked for credentials; its challenge is not answered"
+            );
+            return Ok(resp);
+        }
         let challenge = resp
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -239,7 +248,7 @@ impl Upstream {
                         &realm,
                         service.as_deref(),
                         scope,
-                        self.credentials.as_ref(),
+                        self.credentials_for(&realm),
                     )
                     .await?;
                 format!("Bearer {}", token.expose())
@@ -254,6 +263,22 @@ impl Upstream {
             _ => return Ok(resp),
         };
         self.request(&method, path, opts, Some(&retry_auth)).await
+    }
+
+    /// The credentials to send to a token `realm` named by base_url's own challenge: none
+    /// over plain HTTP when base_url is HTTPS (the token is then asked for anonymously).
+    fn credentials_for(&self, realm: &str) -> Option<&(String, Secret)> {
+        let credentials = self.credentials.as_ref()?;
+        let downgrade = self.base.url().scheme() == "https"
+            && reqwest::Url::parse(realm).is_ok_and(|u| u.scheme() != "https");
+        if downgrade {
+            tracing::warn!(
+                upstream = %self.base.url().origin().ascii_serialization(),
+                "the token realm is plain HTTP; asking for a token without the credentials"
+            );
+            return None;
+        }
+        Some(credentials)
     }
 
     fn basic(&self) -> Option<String> {
@@ -325,5 +350,30 @@ pub fn transport_error(e: reqwest::Error) -> Error {
         Error::UpstreamTimeout(detail)
     } else {
         Error::UpstreamUnreachable(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base_url: &str) -> Upstream {
+        let text = format!(
+            "remotes:\n  r:\n    type: remote\n    package: docker\n    base_url: {base_url}\n    username: u\n    password: p\n"
+        );
+        let config = crate::config::load_str(&text).unwrap();
+        let crate::config::RepoConfig::Remote(r) = &config.remotes["r"] else {
+            panic!("r is a remote");
+        };
+        Upstream::new(r).unwrap()
+    }
+
+    #[test]
+    fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
+        let u = upstream("https://registry.example");
+        assert!(u.credentials_for("https://auth.example/token").is_some());
+        assert!(u.credentials_for("http://auth.example/token").is_none());
+        let u = upstream("http://registry.example");
+        assert!(u.credentials_for("http://auth.example/token").is_some());
     }
 }
