@@ -56,6 +56,10 @@ pub enum Error {
     UpstreamUnreachable(String),
     #[error("upstream timed out: {0}")]
     UpstreamTimeout(String),
+    /// The upstream redirected to an address the remote may not reach (an internal address
+    /// not in `allowed_redirect_hosts`, or plain HTTP from HTTPS).
+    #[error("upstream redirect refused: {0}")]
+    RedirectRefused(String),
     #[error("upstream body failed verification: {0}")]
     Integrity(String),
     #[error("range not satisfiable (object size {size})")]
@@ -103,6 +107,7 @@ impl Error {
             Error::UpstreamStatus(_)
                 | Error::UpstreamUnreachable(_)
                 | Error::UpstreamTimeout(_)
+                | Error::RedirectRefused(_)
                 | Error::Integrity(_)
         )
     }

@@ -336,6 +336,16 @@ fn check(config: &ConfigFile, text: &str) -> Vec<Diagnostic> {
                 );
             }
         }
+        if !repo.allowed_redirect_hosts.is_empty() && repo.kind != RepoKind::Remote {
+            at(
+                &["remotes", n, "allowed_redirect_hosts"],
+                format!(
+                    "allowed_redirect_hosts is only valid for remote repositories ('{n}' is {})",
+                    repo.kind.as_str()
+                ),
+                None,
+            );
+        }
         if repo.allow_overwrite && repo.kind != RepoKind::Local {
             at(
                 &["remotes", n, "allow_overwrite"],
@@ -622,6 +632,41 @@ mod tests {
                 "{needle}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn allowed_redirect_hosts_are_checked() {
+        let text = "remotes:\n  a:\n    type: remote\n    package: generic\n    base_url: http://h\n    allowed_redirect_hosts:\n      - nexus.internal\n      - 10.0.0.5\n";
+        let c = load_str(text).unwrap();
+        let super::super::RepoConfig::Remote(r) = &c.remotes["a"] else {
+            panic!("a is a remote: {c:?}");
+        };
+        assert_eq!(
+            format!("{:?}", r.allowed_redirect_hosts),
+            "[nexus.internal, 10.0.0.5]"
+        );
+
+        let text = "remotes:\n  a:\n    type: remote\n    package: generic\n    base_url: http://h\n    allowed_redirect_hosts:\n      - nexus.internal\n      - 'http://10.0.0.5:8081'\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!((d[0].line, d[0].column), (8, 10), "{d:?}");
+        assert!(
+            d[0].message.contains(
+                "allowed_redirect_hosts entry \"http://10.0.0.5:8081\" is not a host name or IP address"
+            ),
+            "{d:?}"
+        );
+
+        let text = "remotes:\n  l:\n    type: local\n    package: generic\n    allowed_redirect_hosts: [x.internal]\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!((d[0].line, d[0].column), (5, 5), "{d:?}");
+        assert!(
+            d[0].message.contains(
+                "allowed_redirect_hosts is only valid for remote repositories ('l' is local)"
+            ),
+            "{d:?}"
+        );
+        let v = validate_str(text);
+        assert_eq!(v.len(), 1, "{v:?}");
     }
 
     #[test]

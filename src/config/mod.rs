@@ -23,7 +23,7 @@ pub use repo::{
     CacheConfig, LocalConfig, PackageKind, RemoteConfig, RepoConfig, RepoKind, VirtualConfig,
 };
 pub use values::{
-    BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, expand_env,
+    BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost, expand_env,
 };
 
 /// The loaded configuration: every repository typed by kind.

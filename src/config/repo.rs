@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use super::values::{BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret};
+use super::values::{
+    BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost,
+};
 
 /// How a repository is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -90,6 +92,10 @@ pub(crate) struct RepoEntry {
     /// GitHub REST API base used by `warm --github-releases` (default https://api.github.com).
     #[serde(default)]
     pub api_url: Option<BaseUrl>,
+    /// `remote` repositories: hosts other than base_url's that redirects may lead to although
+    /// they are not public (loopback, private, link-local addresses).
+    #[serde(default)]
+    pub allowed_redirect_hosts: Vec<UpstreamHost>,
     /// Member repositories of a `virtual` repository, in the order they are asked.
     #[serde(default)]
     pub members: Vec<RepoName>,
@@ -186,6 +192,8 @@ pub struct RemoteConfig {
     pub mirror_of: Vec<RegistryHost>,
     /// GitHub REST API base used by `warm --github-releases`.
     pub api_url: Option<BaseUrl>,
+    /// Hosts other than base_url's that redirects may lead to although they are not public.
+    pub allowed_redirect_hosts: Vec<UpstreamHost>,
     pub description: Option<String>,
 }
 
@@ -250,6 +258,7 @@ impl TryFrom<RepoEntry> for RepoConfig {
                     .map(|h| RegistryHost::parse(h))
                     .collect::<Result<_, _>>()?,
                 api_url: e.api_url,
+                allowed_redirect_hosts: e.allowed_redirect_hosts,
                 description: e.description,
             })),
             RepoKind::Virtual => RepoConfig::Virtual(VirtualConfig {

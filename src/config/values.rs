@@ -369,6 +369,87 @@ impl fmt::Display for RegistryHost {
     }
 }
 
+/// A host an upstream request may reach whatever its address (`allowed_redirect_hosts`, and the
+/// hosts a remote names itself): a lower-case host name, or an IP address.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum UpstreamHost {
+    Name(String),
+    Ip(std::net::IpAddr),
+}
+
+impl UpstreamHost {
+    /// A host as the config writes it: a host name (`nexus.internal`), an IPv4 address, or an
+    /// IPv6 address with or without brackets. No scheme, port, path or user.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let inner = raw
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(raw);
+        if let Ok(ip) = inner.parse::<std::net::Ipv6Addr>() {
+            return Ok(UpstreamHost::Ip(ip.into()));
+        }
+        let name_like = !raw.is_empty()
+            && raw.len() <= 253
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && raw
+                .split('.')
+                .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        // Parsing as a URL host also turns IPv4 forms such as `127.1` into `127.0.0.1`.
+        let host = name_like
+            .then(|| reqwest::Url::parse(&format!("http://{raw}/")).ok())
+            .flatten()
+            .and_then(|u| UpstreamHost::of_url(&u));
+        host.ok_or_else(|| {
+            format!(
+                "allowed_redirect_hosts entry {raw:?} is not a host name or IP address (write the host alone, without scheme, port or path)"
+            )
+        })
+    }
+
+    /// The host of `url`, if it has one.
+    pub fn of_url(url: &reqwest::Url) -> Option<Self> {
+        url.host_str().map(UpstreamHost::of_host_str)
+    }
+
+    /// A host as URLs and resolvers write it (`[::1]`, `127.0.0.1`, `Example.org.`): IP
+    /// literals become addresses, names are lower-cased without a trailing `.`.
+    pub fn of_host_str(host: &str) -> Self {
+        let inner = host
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(host);
+        match inner.parse::<std::net::IpAddr>() {
+            Ok(ip) => UpstreamHost::Ip(ip),
+            Err(_) => UpstreamHost::Name(host.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+}
+
+impl TryFrom<String> for UpstreamHost {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        UpstreamHost::parse(&raw)
+    }
+}
+
+impl fmt::Debug for UpstreamHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for UpstreamHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamHost::Name(n) => f.write_str(n),
+            UpstreamHost::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +491,50 @@ mod tests {
         assert!(BaseUrl::parse("https://u:p@example.org").is_err());
         assert!(BaseUrl::parse("https://example.org/?a=b").is_err());
         assert!(BaseUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn upstream_hosts() {
+        use std::net::IpAddr;
+        let ip = |s: &str| UpstreamHost::Ip(s.parse::<IpAddr>().unwrap());
+        let name = |s: &str| UpstreamHost::Name(s.to_string());
+        for (raw, host) in [
+            ("nexus.internal", name("nexus.internal")),
+            ("Nexus.Internal", name("nexus.internal")),
+            ("localhost", name("localhost")),
+            ("10.0.0.5", ip("10.0.0.5")),
+            ("127.1", ip("127.0.0.1")),
+            ("::1", ip("::1")),
+            ("[fd00::1]", ip("fd00::1")),
+        ] {
+            assert_eq!(UpstreamHost::parse(raw), Ok(host), "{raw}");
+        }
+        for raw in [
+            "",
+            "http://nexus.internal",
+            "nexus.internal:8081",
+            "nexus.internal/path",
+            "user@nexus.internal",
+            "a b",
+            "-bad.example",
+            "bad..example",
+            "ex%61mple.org",
+            "nexus.internal.",
+            "[nexus.internal]",
+            "10.0.0.5:80",
+            "héllo.example",
+        ] {
+            let e = UpstreamHost::parse(raw).unwrap_err();
+            assert!(e.contains("not a host name or IP address"), "{raw}: {e}");
+        }
+        assert_eq!(
+            UpstreamHost::of_host_str("[::ffff:127.0.0.1]"),
+            ip("::ffff:127.0.0.1")
+        );
+        assert_eq!(
+            UpstreamHost::of_host_str("Example.ORG."),
+            name("example.org")
+        );
     }
 
     #[test]

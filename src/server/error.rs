@@ -64,6 +64,7 @@ impl ApiError {
             Error::Integrity(_) => (StatusCode::BAD_GATEWAY, "upstream_integrity"),
             Error::UpstreamUnreachable(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_unreachable"),
             Error::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Error::RedirectRefused(_) => (StatusCode::BAD_GATEWAY, "redirect_refused"),
             Error::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
@@ -82,6 +83,9 @@ fn client_message(error: &Error) -> String {
         }
         Error::UpstreamUnreachable(_) => "the upstream could not be reached".to_string(),
         Error::UpstreamTimeout(_) => "the upstream did not answer in time".to_string(),
+        Error::RedirectRefused(_) => {
+            "the upstream redirected to an address this remote may not reach".to_string()
+        }
         e => e.to_string(),
     }
 }
@@ -199,11 +203,17 @@ impl IntoResponse for RegistryError {
         // Reuse the JSON API's logging, hiding and extra headers, then swap in the body.
         let api = ApiError::new(self.error.clone()).into_response();
         let message = client_message(&self.error);
+        // The registry codes are a fixed set; the detail names a refused redirect as the JSON
+        // API does.
+        let detail = match &self.error {
+            Error::RedirectRefused(_) => serde_json::json!({"error": "redirect_refused"}),
+            _ => serde_json::Value::Null,
+        };
         let body = RegistryBody {
             errors: [RegistryEntry {
                 code,
                 message,
-                detail: serde_json::Value::Null,
+                detail,
             }],
         };
         let mut resp = (status, Json(body)).into_response();

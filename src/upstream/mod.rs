@@ -1,9 +1,11 @@
 //! Talking to upstreams: one reqwest client per repository (its own timeouts and credentials),
 //! URLs built only from `base_url` and a validated path, conditional requests, registry
-//! challenges (bearer tokens, Basic), and the mapping of transport failures to core errors.
+//! challenges (bearer tokens, Basic), where redirects may lead (`redirect`), and the mapping of
+//! transport failures to core errors.
 
 mod answer;
 pub mod auth;
+mod redirect;
 
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE,
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use prometheus::{Histogram, IntCounterVec};
 
-use crate::config::{BaseUrl, PackageKind, RemoteConfig, Secret};
+use crate::config::{BaseUrl, PackageKind, RemoteConfig, Secret, UpstreamHost};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::path::RepoPath;
@@ -66,6 +68,9 @@ pub struct Upstream {
     /// per object.
     basic_challenged: AtomicBool,
     tokens: auth::TokenCache,
+    /// The hosts requests may reach whatever their address; token realms are added as
+    /// base_url names them.
+    destinations: std::sync::Arc<redirect::Destinations>,
     /// Where each request's latency and status are recorded, once a repository is named.
     observer: Option<Observer>,
 }
@@ -90,11 +95,23 @@ impl Upstream {
     /// Builds the client for a remote.
     pub fn new(repo: &RemoteConfig) -> Result<Upstream> {
         let base = repo.base_url.clone();
+        let api = match &repo.api_url {
+            Some(u) => u.clone(),
+            None => BaseUrl::parse(GITHUB_API).expect("a valid URL"),
+        };
+        let trusted = repo
+            .allowed_redirect_hosts
+            .iter()
+            .cloned()
+            .chain(UpstreamHost::of_url(api.url()))
+            .chain(redirect::proxy_hosts());
+        let destinations = redirect::Destinations::new(base.url(), trusted);
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(repo.connect_timeout.0)
             .read_timeout(repo.read_timeout.0)
-            .redirect(reqwest::redirect::Policy::limited(10))
+            .redirect(destinations.policy())
+            .dns_resolver(destinations.resolver())
             .build()
             .map_err(|e| Error::UpstreamUnreachable(format!("building HTTP client: {e}")))?;
         // An empty user (e.g. `${USER:-}` left unset) means anonymous.
@@ -103,10 +120,6 @@ impl Upstream {
                 Some((u.0.clone(), p.clone().unwrap_or_else(|| Secret::new(""))))
             }
             _ => None,
-        };
-        let api = match &repo.api_url {
-            Some(u) => u.clone(),
-            None => BaseUrl::parse(GITHUB_API).expect("a valid URL"),
         };
         Ok(Upstream {
             client,
@@ -117,6 +130,7 @@ impl Upstream {
             preemptive_basic: repo.package != PackageKind::Docker,
             basic_challenged: AtomicBool::new(false),
             tokens: auth::TokenCache::default(),
+            destinations,
             observer: None,
         })
     }
@@ -191,7 +205,8 @@ impl Upstream {
 
     /// Sends `method` for `path`. Redirects are followed; reqwest drops the `Authorization`
     /// header when one leads to another host. A 401 with a Bearer or Basic challenge is
-    /// answered once (anonymously when the remote has no credentials).
+    /// answered once (anonymously when the remote has no credentials), and only when the 401
+    /// comes from base_url's origin: a redirect target's challenge is an upstream error.
     async fn send(
         &self,
         method: Method,
@@ -220,6 +235,14 @@ impl Upstream {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
+        if resp.url().origin() != self.base.url().origin() {
+            tracing::warn!(
+                upstream = %self.base.url().origin().ascii_serialization(),
+                from = %resp.url().origin().ascii_serialization(),
+                "a redirect target asked for credentials; its challenge is not answered"
+            );
+            return Ok(resp);
+        }
         let challenge = resp
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -232,6 +255,11 @@ impl Upstream {
                 scope,
             }) => {
                 let scope = scope.as_deref().or(opts.scope);
+                // base_url named this realm, so it may have any address (an internal registry's
+                // token service).
+                if let Ok(url) = reqwest::Url::parse(&realm) {
+                    self.destinations.trust(&url);
+                }
                 let token = self
                     .tokens
                     .token(
@@ -239,7 +267,7 @@ impl Upstream {
                         &realm,
                         service.as_deref(),
                         scope,
-                        self.credentials.as_ref(),
+                        self.credentials_for(&realm),
                     )
                     .await?;
                 format!("Bearer {}", token.expose())
@@ -254,6 +282,22 @@ impl Upstream {
             _ => return Ok(resp),
         };
         self.request(&method, path, opts, Some(&retry_auth)).await
+    }
+
+    /// The credentials to send to a token `realm` named by base_url's own challenge: none
+    /// over plain HTTP when base_url is HTTPS (the token is then asked for anonymously).
+    fn credentials_for(&self, realm: &str) -> Option<&(String, Secret)> {
+        let credentials = self.credentials.as_ref()?;
+        let downgrade = self.base.url().scheme() == "https"
+            && reqwest::Url::parse(realm).is_ok_and(|u| u.scheme() != "https");
+        if downgrade {
+            tracing::warn!(
+                upstream = %self.base.url().origin().ascii_serialization(),
+                "the token realm is plain HTTP; asking for a token without the credentials"
+            );
+            return None;
+        }
+        Some(credentials)
     }
 
     fn basic(&self) -> Option<String> {
@@ -321,9 +365,36 @@ impl Upstream {
 /// Maps a reqwest failure to a core error without leaking credentials (URLs carry none).
 pub fn transport_error(e: reqwest::Error) -> Error {
     let detail = crate::error_chain(&e);
-    if e.is_timeout() {
+    if redirect::is_refused(&e) {
+        Error::RedirectRefused(detail)
+    } else if e.is_timeout() {
         Error::UpstreamTimeout(detail)
     } else {
         Error::UpstreamUnreachable(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base_url: &str) -> Upstream {
+        let text = format!(
+            "remotes:\n  r:\n    type: remote\n    package: docker\n    base_url: {base_url}\n    username: u\n    password: p\n"
+        );
+        let config = crate::config::load_str(&text).unwrap();
+        let crate::config::RepoConfig::Remote(r) = &config.remotes["r"] else {
+            panic!("r is a remote");
+        };
+        Upstream::new(r).unwrap()
+    }
+
+    #[test]
+    fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
+        let u = upstream("https://registry.example");
+        assert!(u.credentials_for("https://auth.example/token").is_some());
+        assert!(u.credentials_for("http://auth.example/token").is_none());
+        let u = upstream("http://registry.example");
+        assert!(u.credentials_for("http://auth.example/token").is_some());
     }
 }

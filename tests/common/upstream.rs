@@ -1,6 +1,7 @@
 //! A controllable upstream HTTP server for tests: serves files put into it or read from a
-//! directory, counts requests (and conditional ones), and can be slow, cut bodies, answer any
-//! status, or stop and start again on the same address.
+//! directory, counts requests (and conditional ones), records the `Authorization` headers it
+//! receives, and can be slow, cut bodies, answer any status with chosen headers (redirects,
+//! challenges), listen on any loopback address, or stop and start again on the same address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +35,18 @@ pub enum Mode {
     CutUnsized {
         after: usize,
     },
+    /// Answers `status` with these headers (`Location`, `WWW-Authenticate`, ...) and a short
+    /// body.
+    Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    /// A request without `Authorization` gets `401` with this `WWW-Authenticate`; one with it
+    /// is answered as `then` says.
+    Challenge {
+        www_authenticate: String,
+        then: Box<Mode>,
+    },
 }
 
 #[derive(Clone)]
@@ -50,6 +63,7 @@ struct UpState {
     conditional: Mutex<HashMap<String, usize>>,
     finished: Mutex<HashMap<String, Instant>>,
     dir: Mutex<Option<PathBuf>>,
+    authorizations: Mutex<Vec<(String, String)>>,
 }
 
 /// An upstream server on its own thread and runtime, so stopping it really closes every
@@ -63,7 +77,12 @@ pub struct TestUpstream {
 
 impl TestUpstream {
     pub fn start() -> TestUpstream {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::default())
+        Self::start_at([127, 0, 0, 1])
+    }
+
+    /// Starts on a free port of `ip` (any `127.x.y.z` is a loopback address on Linux).
+    pub fn start_at(ip: [u8; 4]) -> TestUpstream {
+        Self::start_on(SocketAddr::from((ip, 0)), Arc::default())
     }
 
     fn start_on(addr: SocketAddr, state: Arc<UpState>) -> TestUpstream {
@@ -120,6 +139,29 @@ impl TestUpstream {
         self.set_mode(path, Mode::Slow { chunk, delay });
     }
 
+    /// Answers every request for `path` with `status` and `headers`.
+    pub fn put_reply(&self, path: &str, status: u16, headers: &[(&str, &str)]) {
+        self.put_file(
+            path,
+            UpFile {
+                body: Bytes::new(),
+                etag: None,
+                mode: Mode::Reply {
+                    status,
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                },
+            },
+        );
+    }
+
+    /// Answers every request for `path` with `302 Found` to `location`.
+    pub fn put_redirect(&self, path: &str, location: &str) {
+        self.put_reply(path, 302, &[("location", location)]);
+    }
+
     pub fn put_file(&self, path: &str, file: UpFile) {
         self.state
             .files
@@ -153,6 +195,11 @@ impl TestUpstream {
     /// Every request seen, as `METHOD /path` with the path as sent (still percent-encoded).
     pub fn requests(&self) -> Vec<String> {
         self.state.counts.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Every `Authorization` header received, with its request as `METHOD /path`.
+    pub fn authorizations(&self) -> Vec<(String, String)> {
+        self.state.authorizations.lock().unwrap().clone()
     }
 
     /// How many requests for `path` carried If-None-Match or If-Modified-Since.
@@ -218,6 +265,12 @@ async fn handle(
         .unwrap()
         .entry(format!("{method} /{path}"))
         .or_default() += 1;
+    if let Some(a) = headers.get(header::AUTHORIZATION) {
+        state.authorizations.lock().unwrap().push((
+            format!("{method} /{path}"),
+            String::from_utf8_lossy(a.as_bytes()).into_owned(),
+        ));
+    }
     let conditional = headers.contains_key(header::IF_NONE_MATCH)
         || headers.contains_key(header::IF_MODIFIED_SINCE);
     if conditional {
@@ -249,8 +302,32 @@ async fn handle(
             }
         }
     };
+    let mut file = file;
+    if let Mode::Challenge {
+        www_authenticate,
+        then,
+    } = &file.mode
+    {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            let mut r = status(401);
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, www_authenticate.parse().unwrap());
+            return r;
+        }
+        file.mode = (**then).clone();
+    }
     if let Mode::Status(s) = file.mode {
         return status(s);
+    }
+    if let Mode::Reply { status: s, headers } = &file.mode {
+        let mut r = status(*s);
+        for (k, v) in headers {
+            r.headers_mut().append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        return r;
     }
     if let (Some(etag), Some(inm)) = (&file.etag, headers.get(header::IF_NONE_MATCH))
         && inm.to_str().ok() == Some(etag.as_str())
@@ -261,7 +338,6 @@ async fn handle(
         return r;
     }
     // `Range: bytes=N-` is honoured for whole bodies (counted as method RANGE).
-    let mut file = file;
     let total = file.body.len();
     let from = headers
         .get(header::RANGE)
@@ -310,7 +386,7 @@ async fn handle(
                 Some(after),
                 || {},
             )),
-            Mode::Status(_) => unreachable!(),
+            Mode::Status(_) | Mode::Reply { .. } | Mode::Challenge { .. } => unreachable!(),
         }
     };
     let mut r = Response::new(body);
