@@ -303,3 +303,31 @@ async fn allowed_redirect_hosts_may_be_internal() {
     assert_eq!(inner.count("GET", "inner/a.bin"), 1);
     assert_eq!(named.count("GET", "named/b.bin"), 1);
 }
+
+#[tokio::test]
+async fn a_failed_redirect_is_logged_without_the_target_query() {
+    let up = TestUpstream::start();
+    // A signed link on base_url's host, to a port where nothing listens.
+    let dead = common::free_port();
+    let target = format!("http://127.0.0.1:{dead}/bucket/obj?X-Amz-Signature=SIGNED-SECRET-42");
+    up.put_redirect("files/signed.bin", &target);
+    let proxy = Proxy::start(&generic("gen", &up, &allowed(&["127.0.0.1"])));
+    let r = client()
+        .get(proxy.remote("gen", "signed.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(r).await,
+        (504, "upstream_unreachable".into())
+    );
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(
+        log.contains(&format!("127.0.0.1:{dead}/bucket/obj")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("SIGNED-SECRET-42"),
+        "the signature is in the log"
+    );
+}

@@ -364,7 +364,19 @@ impl Upstream {
 
 /// Maps a reqwest failure to a core error without leaking credentials (URLs carry none).
 pub fn transport_error(e: reqwest::Error) -> Error {
-    let detail = crate::error_chain(&e);
+    // The URL goes to the log without its query: a redirect target's query may be a signed
+    // link's credentials (S3, CDN tokens).
+    let url = e.url().map(|u| {
+        let mut u = u.clone();
+        u.set_query(None);
+        let _ = u.set_password(None);
+        u
+    });
+    let e = e.without_url();
+    let detail = match url {
+        Some(url) => format!("{} (url: {url})", crate::error_chain(&e)),
+        None => crate::error_chain(&e),
+    };
     if redirect::is_refused(&e) {
         Error::RedirectRefused(detail)
     } else if e.is_timeout() {
