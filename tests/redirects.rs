@@ -322,10 +322,7 @@ async fn a_failed_redirect_is_logged_without_the_target_query() {
         (504, "upstream_unreachable".into())
     );
     let log = proxy.log.lock().unwrap().clone();
-    assert!(
-        log.contains(&format!("127.0.0.1:{dead}/bucket/obj")),
-        "{log}"
-    );
+    assert!(log.contains("Connection refused"), "{log}");
     assert!(
         !log.contains("SIGNED-SECRET-42"),
         "the signature is in the log"
