@@ -208,3 +208,68 @@ async fn readers_that_stall_cost_little_memory_and_are_cut_off() {
     let r = c.get(proxy.remote("gen", "big.bin")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), body);
 }
+
+#[tokio::test]
+async fn two_hundred_thousand_distinct_404s_keep_memory_bounded_and_the_rate_steady() {
+    use futures::StreamExt;
+    const TOTAL: usize = 200_000;
+    const WINDOW: usize = 20_000;
+    let up = TestUpstream::start();
+    let proxy = Proxy::start(&format!(
+        "{}    cache:\n      negative_ttl: 1h\n",
+        generic(&up)
+    ));
+    let c = client();
+    let base = proxy.remote("gen", "missing");
+    let before = rss_kib(proxy.pid());
+    // Requests `range`, 64 at a time; the time they took.
+    let run = |range: std::ops::Range<usize>| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            let started = Instant::now();
+            let statuses: Vec<u16> = futures::stream::iter(range)
+                .map(|i| {
+                    let req = c.get(format!("{base}/pkg-{i:07}/file-{i}.tar.gz"));
+                    async move { req.send().await.unwrap().status().as_u16() }
+                })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            assert!(statuses.iter().all(|s| *s == 404));
+            started.elapsed()
+        }
+    };
+    let first = run(0..WINDOW).await;
+    run(WINDOW..TOTAL - WINDOW).await;
+    let last = run(TOTAL - WINDOW..TOTAL).await;
+    let after = rss_kib(proxy.pid());
+    let grew_mib = after.saturating_sub(before) as f64 / 1024.0;
+    println!(
+        "{TOTAL} distinct 404s: first {WINDOW} in {first:?}, last {WINDOW} in {last:?}; RSS {before} KiB -> {after} KiB (+{grew_mib:.1} MiB)"
+    );
+    // The negative cache is bounded (32 MiB, SPEC §5.4), and inserting costs the same however
+    // full it is.
+    assert!(grew_mib < 64.0, "RSS grew by {grew_mib:.1} MiB");
+    assert!(
+        last.as_secs_f64() < first.as_secs_f64() * 2.0,
+        "new 404s slowed down as the map filled: first {first:?}, last {last:?}"
+    );
+    // Recent 404s are still remembered: no upstream request for the last one again.
+    let path = format!(
+        "files/missing/pkg-{:07}/file-{}.tar.gz",
+        TOTAL - 1,
+        TOTAL - 1
+    );
+    assert_eq!(up.count("GET", &path), 1);
+    let r = c
+        .get(format!(
+            "{base}/pkg-{:07}/file-{}.tar.gz",
+            TOTAL - 1,
+            TOTAL - 1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(up.count("GET", &path), 1);
+}

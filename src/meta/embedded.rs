@@ -2,15 +2,17 @@
 //! written by temp file (in `ROOT/tmp/`) and rename so that a server and CLI commands on the
 //! same data directory always read whole records. No key segment holds `;`, so a record file
 //! never has the name of a directory that another key's record needs. Records written before
-//! that naming (`{key}.json`) are still read, and replaced by the next write. Negative (404) entries live in this process's memory, and so does
-//! a short-lived copy of recently read records, which spares a cache hit its file read.
+//! that naming (`{key}.json`) are still read, and replaced by the next write. Negative (404)
+//! entries live in this process's memory, bounded by bytes, and so does a short-lived copy of
+//! recently read records, which spares a cache hit its file read.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use moka::Expiry;
+use moka::sync::Cache;
 
 use super::{MetaEntry, ObjectMeta};
 use crate::error::{Error, Result};
@@ -29,14 +31,62 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// once anyway, since its file is gone.
 const RECENT_FOR: Duration = Duration::from_secs(1);
 /// At most this many records are kept in memory.
-const RECENT_MAX: usize = 65_536;
+const RECENT_MAX: u64 = 65_536;
+/// Memory for negative (404) entries, counting each key's length plus `NEGATIVE_ENTRY_COST`;
+/// the least recently used go first. 32 MiB holds about 70,000 entries of typical paths.
+const NEGATIVE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// What one negative entry costs beyond its key, as measured: the expiry and moka's
+/// bookkeeping (hash, access and write order, timer wheel).
+const NEGATIVE_ENTRY_COST: usize = 400;
 
 pub struct EmbeddedMeta {
     root: PathBuf,
     /// Temp files of records being written (`ROOT/tmp/`, shared with the objects).
     tmp: PathBuf,
-    negative: Mutex<HashMap<String, u64>>,
-    recent: Mutex<HashMap<String, (Instant, ObjectMeta)>>,
+    /// Paths the upstream answered 404 for, until when (ms since the epoch).
+    negative: Cache<String, u64>,
+    recent: Cache<String, ObjectMeta>,
+}
+
+/// Each negative entry lives until its own expiry.
+struct NegativeExpiry;
+
+impl Expiry<String, u64> for NegativeExpiry {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        until: &u64,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(until.saturating_sub(crate::now_ms())))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        until: &u64,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(until.saturating_sub(crate::now_ms())))
+    }
+}
+
+fn negative_cache() -> Cache<String, u64> {
+    Cache::builder()
+        .max_capacity(NEGATIVE_MAX_BYTES)
+        .weigher(|k: &String, _: &u64| {
+            u32::try_from(k.len() + NEGATIVE_ENTRY_COST).unwrap_or(u32::MAX)
+        })
+        .expire_after(NegativeExpiry)
+        .build()
+}
+
+fn recent_cache() -> Cache<String, ObjectMeta> {
+    Cache::builder()
+        .max_capacity(RECENT_MAX)
+        .time_to_live(RECENT_FOR)
+        .build()
 }
 
 impl EmbeddedMeta {
@@ -51,36 +101,20 @@ impl EmbeddedMeta {
         Ok(EmbeddedMeta {
             root,
             tmp,
-            negative: Mutex::new(HashMap::new()),
-            recent: Mutex::new(HashMap::new()),
+            negative: negative_cache(),
+            recent: recent_cache(),
         })
     }
 
     fn remember(&self, key: &str, meta: Option<&ObjectMeta>) {
-        let mut recent = self.recent.lock().expect("record cache lock");
         match meta {
-            Some(m) => {
-                if recent.len() >= RECENT_MAX && !recent.contains_key(key) {
-                    let now = Instant::now();
-                    recent.retain(|_, (at, _)| now.duration_since(*at) < RECENT_FOR);
-                    if recent.len() >= RECENT_MAX {
-                        recent.clear();
-                    }
-                }
-                recent.insert(key.to_string(), (Instant::now(), m.clone()));
-            }
-            None => {
-                recent.remove(key);
-            }
+            Some(m) => self.recent.insert(key.to_string(), m.clone()),
+            None => self.recent.invalidate(key),
         }
     }
 
     fn recent(&self, key: &str) -> Option<ObjectMeta> {
-        let recent = self.recent.lock().expect("record cache lock");
-        recent
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < RECENT_FOR)
-            .map(|(_, m)| m.clone())
+        self.recent.get(key)
     }
 
     /// The record file of `key`, and where an earlier version kept it.
@@ -211,32 +245,26 @@ impl EmbeddedMeta {
     }
 
     pub fn is_negative(&self, key: &str) -> bool {
-        let now = crate::now_ms();
-        let mut map = self.negative.lock().expect("negative cache lock");
-        match map.get(key) {
-            Some(&until) if now < until => true,
-            Some(_) => {
-                map.remove(key);
-                false
-            }
-            None => false,
-        }
+        self.negative
+            .get(key)
+            .is_some_and(|until| crate::now_ms() < until)
     }
 
     pub fn put_negative(&self, key: &str, expires_at_ms: u64) {
-        let now = crate::now_ms();
-        let mut map = self.negative.lock().expect("negative cache lock");
-        if map.len() > 100_000 {
-            map.retain(|_, until| *until > now);
-        }
-        map.insert(key.to_string(), expires_at_ms);
+        self.negative.insert(key.to_string(), expires_at_ms);
     }
 
     pub fn clear_negative(&self, prefix: &str) -> u64 {
-        let mut map = self.negative.lock().expect("negative cache lock");
-        let before = map.len();
-        map.retain(|k, _| !k.starts_with(prefix));
-        (before - map.len()) as u64
+        let keys: Vec<std::sync::Arc<String>> = self
+            .negative
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            self.negative.invalidate(k.as_str());
+        }
+        keys.len() as u64
     }
 
     pub async fn sweep_temp_files(&self) -> Result<u64> {
@@ -331,8 +359,8 @@ mod tests {
         let m = EmbeddedMeta {
             root: dir.path().to_path_buf(),
             tmp: dir.path().to_path_buf(),
-            negative: Mutex::new(HashMap::new()),
-            recent: Mutex::new(HashMap::new()),
+            negative: negative_cache(),
+            recent: recent_cache(),
         };
         m.put_negative("r/x", crate::now_ms() + 60_000);
         m.put_negative("r/y", crate::now_ms() - 1);

@@ -6,8 +6,8 @@
 //! way, and blobs are asked first of the member that served the image's last manifest.
 //! A member the caller may not read is skipped, as if it had answered 404.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::docker::TagPage;
 use super::{Engine, Repo, RepoPath, Served};
@@ -17,8 +17,8 @@ use crate::package::docker::{Endpoint, ImageName};
 use crate::package::{CacheClass, classify};
 use crate::storage::ByteRange;
 
-/// Images whose manifest source is remembered, at most (the map is cleared beyond this).
-const MAX_REMEMBERED_IMAGES: usize = 10_000;
+/// Images whose manifest source is remembered, at most; the least recently used go first.
+const MAX_REMEMBERED_IMAGES: u64 = 10_000;
 
 /// What is asked of each member.
 #[derive(Debug, Clone, Copy)]
@@ -109,9 +109,16 @@ pub(super) fn resolve(
 }
 
 /// State of the virtual repositories: which member served each image's last manifest.
-#[derive(Default)]
 pub struct Virtuals {
-    manifest_source: Mutex<HashMap<(String, String), String>>,
+    manifest_source: moka::sync::Cache<(String, String), String>,
+}
+
+impl Default for Virtuals {
+    fn default() -> Self {
+        Virtuals {
+            manifest_source: moka::sync::Cache::new(MAX_REMEMBERED_IMAGES),
+        }
+    }
 }
 
 /// What each member said, for the final error.
@@ -220,13 +227,7 @@ impl Engine {
         let mut members = repo.members(&|c| image_allowed(c, &requested, endpoint));
         let memory_key = (name.to_string(), requested.to_string());
         if matches!(endpoint, Endpoint::Blob(_)) {
-            let source = self
-                .virtuals
-                .manifest_source
-                .lock()
-                .expect("virtuals lock")
-                .get(&memory_key)
-                .cloned();
+            let source = self.virtuals.manifest_source.get(&memory_key);
             if let Some(pos) = source.and_then(|s| members.iter().position(|m| m.name() == s)) {
                 let first = members.remove(pos);
                 members.insert(0, first);
@@ -258,11 +259,9 @@ impl Engine {
             match result {
                 Ok(served) => {
                     if matches!(endpoint, Endpoint::Manifest(_)) {
-                        let mut map = self.virtuals.manifest_source.lock().expect("virtuals lock");
-                        if map.len() >= MAX_REMEMBERED_IMAGES {
-                            map.clear();
-                        }
-                        map.insert(memory_key, member.clone());
+                        self.virtuals
+                            .manifest_source
+                            .insert(memory_key, member.clone());
                     }
                     return Ok(VirtualServed { served, member });
                 }

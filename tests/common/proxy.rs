@@ -145,6 +145,22 @@ impl Proxy {
         self.child.as_ref().unwrap().id()
     }
 
+    /// True once the server's log holds `needle`, within 5 s: the log is read from the
+    /// process's output by another thread, so a line may arrive after the response it was
+    /// written for.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if self.log.lock().unwrap().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data.clone()
     }

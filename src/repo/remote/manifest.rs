@@ -3,8 +3,7 @@
 //! checked, the media type found in the document, and a manifest stored under its digest too.
 //! The generic fill and decision call these hooks; each does nothing for other objects.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -21,8 +20,10 @@ use crate::upstream::{Answer, Validators};
 /// Largest manifest read into memory to find its media type (the distribution spec's limit).
 pub(super) const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
 
-/// At most this many pending tag copies are remembered.
-const MAX_PENDING_TAGS: usize = 10_000;
+/// At most this many pending tag copies are remembered; the least recently used go first.
+const MAX_PENDING_TAGS: u64 = 10_000;
+/// A pending tag copy not taken within this time is forgotten.
+const PENDING_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What is special about registry manifests.
 #[derive(Debug, Clone)]
@@ -33,20 +34,26 @@ pub struct ManifestRules {
 
 /// Registry manifests by digest key that a `HEAD` of a tag resolved to, with that tag's key:
 /// when the digest is committed it is copied to the tag.
-#[derive(Default)]
-pub(super) struct PendingTags(Mutex<HashMap<String, String>>);
+pub(super) struct PendingTags(moka::sync::Cache<String, String>);
+
+impl Default for PendingTags {
+    fn default() -> Self {
+        PendingTags(
+            moka::sync::Cache::builder()
+                .max_capacity(MAX_PENDING_TAGS)
+                .time_to_live(PENDING_FOR)
+                .build(),
+        )
+    }
+}
 
 impl PendingTags {
     fn insert(&self, digest_key: &str, tag_key: &str) {
-        let mut pending = self.0.lock().expect("pending tags lock");
-        if pending.len() >= MAX_PENDING_TAGS {
-            pending.clear();
-        }
-        pending.insert(digest_key.to_string(), tag_key.to_string());
+        self.0.insert(digest_key.to_string(), tag_key.to_string());
     }
 
     fn take(&self, digest_key: &str) -> Option<String> {
-        self.0.lock().expect("pending tags lock").remove(digest_key)
+        self.0.remove(digest_key)
     }
 }
 
