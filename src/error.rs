@@ -62,6 +62,10 @@ pub enum Error {
     RedirectRefused(String),
     #[error("upstream body failed verification: {0}")]
     Integrity(String),
+    /// A fill's body is larger than `max_object_size`: it is passed through, not cached. The
+    /// fill turns this into a bypass; it reaches no client.
+    #[error("the body is larger than max_object_size ({limit} bytes)")]
+    TooLargeToCache { limit: u64 },
     #[error("range not satisfiable (object size {size})")]
     RangeNotSatisfiable { size: u64 },
     #[error("storage backend error: {context}")]

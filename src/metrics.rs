@@ -74,7 +74,7 @@ impl Metrics {
         );
         let bypass = counter(
             "artifactapi_bypass_total",
-            "Bodies passed from upstream to clients uncached, by reason (no_space).",
+            "Bodies passed from upstream to clients uncached, by reason (no_space, too_large).",
             &["repository", "reason"],
         );
         let upstream_latency = HistogramVec::new(

@@ -140,11 +140,7 @@ async fn fills_that_run_out_of_space_mid_way_still_give_every_client_the_whole_b
     assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
     assert!(used_bytes(&fs.data()) < (31 << 20));
     assert!(
-        proxy
-            .log
-            .lock()
-            .unwrap()
-            .contains("passing it through uncached"),
+        proxy.log_shows("passing a body through uncached"),
         "the operator is told"
     );
 }

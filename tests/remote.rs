@@ -639,3 +639,91 @@ async fn clients_holding_the_current_copy_get_304() {
     // Upstream was asked once: the 304s came from the cache.
     assert_eq!(up.count("GET", "files/pkg.tgz"), 1);
 }
+
+#[tokio::test]
+async fn bodies_over_max_object_size_pass_through_uncached() {
+    let up = TestUpstream::start();
+    let big = test_bytes(3 * 1024 * 1024, 21);
+    let unsized_big = test_bytes(2 * 1024 * 1024 + 5, 22);
+    let small = test_bytes(100_000, 23);
+    up.put("files/big.bin", big.clone());
+    up.put("files/unsized.bin", unsized_big.clone());
+    up.set_mode("files/unsized.bin", Mode::Unsized);
+    up.put("files/small.bin", small.clone());
+    let proxy = Proxy::start(&generic(&up, "    cache:\n      max_object_size: 1 MiB\n"));
+    let c = client();
+    for name in ["big.bin", "unsized.bin"] {
+        let want = if name == "big.bin" {
+            &big
+        } else {
+            &unsized_big
+        };
+        for round in 0..2 {
+            // Two clients at once, twice: each gets the whole body. A body of known length is
+            // marked BYPASS; one of unknown length was announced as a MISS before it outgrew
+            // the limit, and its clients took the rest from upstream.
+            let get = || c.get(proxy.remote("gen", name)).send();
+            let (a, b) = tokio::join!(get(), get());
+            for r in [a.unwrap(), b.unwrap()] {
+                assert_eq!(r.status(), 200, "{name} round {round}");
+                let expected = if name == "big.bin" { "BYPASS" } else { "MISS" };
+                assert_eq!(header(&r, "x-cache"), expected, "{name} round {round}");
+                let got = r.bytes().await.unwrap();
+                assert_eq!(sha256_hex(&got), sha256_hex(want), "{name} round {round}");
+            }
+        }
+        assert!(
+            proxy.stored(&format!("gen/{name}")).await.is_none(),
+            "{name} kept"
+        );
+    }
+    assert!(up.count("RANGE", "files/unsized.bin") >= 2);
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+    // Smaller bodies are cached as ever.
+    let r = c
+        .get(proxy.remote("gen", "small.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(r.bytes().await.unwrap(), small);
+    wait_for_hit(&c, &proxy.remote("gen", "small.bin")).await;
+    let metrics = get_text(&c, &proxy.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"artifactapi_bypass_total{reason="too_large",repository="gen"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn fills_past_max_concurrent_fills_wait_their_turn() {
+    let up = TestUpstream::start();
+    let bodies: Vec<_> = (0..6).map(|i| test_bytes(64 * 1024, 40 + i)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        up.put_slow(
+            &format!("files/f{i}.bin"),
+            b.clone(),
+            8 * 1024,
+            Duration::from_millis(40),
+        );
+    }
+    let proxy = Proxy::start(&generic(&up, "    max_concurrent_fills: 2\n"));
+    let c = client();
+    let results = futures::future::join_all((0..6).map(|i| {
+        let c = c.clone();
+        let url = proxy.remote("gen", &format!("f{i}.bin"));
+        async move { c.get(url).send().await.unwrap().bytes().await.unwrap() }
+    }))
+    .await;
+    for (got, want) in results.iter().zip(&bodies) {
+        assert_eq!(got, want, "every queued fill is served, none fails");
+    }
+    assert_eq!(
+        up.max_concurrent_slow(),
+        2,
+        "at most two fills asked the upstream at once"
+    );
+    for i in 0..6 {
+        assert_eq!(up.count("GET", &format!("files/f{i}.bin")), 1);
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{EnvString, Secret};
+use super::{ByteSize, EnvString, Secret};
 
 /// When the S3 client adds request checksums (CRC trailers). Many S3-compatible stores reject
 /// or mishandle the checksums the AWS SDK sends by default, so the default is `when_required`.
@@ -127,6 +127,9 @@ pub(crate) struct StorageFile {
     /// the system temp directory). Spool files are unlinked at once and never outlive a fill.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// Remote bodies larger than this are passed through to clients uncached.
+    #[serde(default)]
+    pub max_object_size: Option<ByteSize>,
 }
 
 impl Default for StorageFile {
@@ -143,6 +146,7 @@ impl Default for StorageFile {
             force_path_style: false,
             request_checksum: ChecksumMode::default(),
             spool_dir: None,
+            max_object_size: None,
         }
     }
 }
@@ -219,6 +223,22 @@ mod tests {
 
     use super::super::load_str;
     use super::*;
+
+    #[test]
+    fn max_object_size_is_read_from_storage_and_from_each_remote() {
+        let config = load_str(
+            "storage:\n  max_object_size: 2 GiB\nremotes:\n  r:\n    type: remote\n    package: generic\n    base_url: http://h\n    cache:\n      max_object_size: 100MB\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_object_size, Some(2 << 30));
+        let crate::config::RepoConfig::Remote(r) = &config.remotes["r"] else {
+            panic!("r is a remote");
+        };
+        assert_eq!(r.cache.max_object_size.map(|b| b.0), Some(100_000_000));
+        assert_eq!(r.max_concurrent_fills.get(), 32);
+        let err = load_str("storage:\n  max_object_size: lots\n").unwrap_err();
+        assert_eq!(err[0].line, 2, "{err:?}");
+    }
 
     #[test]
     fn defaults_are_filesystem_and_embedded_in_data() {

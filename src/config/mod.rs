@@ -23,7 +23,8 @@ pub use repo::{
     CacheConfig, LocalConfig, PackageKind, RemoteConfig, RepoConfig, RepoKind, VirtualConfig,
 };
 pub use values::{
-    BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost, expand_env,
+    BaseUrl, ByteSize, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost,
+    expand_env,
 };
 
 /// The loaded configuration: every repository typed by kind.
@@ -35,6 +36,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Where per-object metadata and index TTLs are kept.
     pub metadata: MetadataConfig,
+    /// Limits on what the cache keeps, whatever the storage backend.
+    pub limits: CacheLimits,
     /// Repositories by name. The name is the first path segment after `/api/v1/remote/`.
     pub remotes: BTreeMap<RepoName, RepoConfig>,
     /// API tokens and what anonymous clients may do.
@@ -61,6 +64,13 @@ pub(crate) struct ConfigFile {
     /// API tokens and what anonymous clients may do.
     #[serde(default)]
     pub auth: AuthConfig,
+}
+
+/// Limits on the remote content the cache keeps (`storage.max_object_size`).
+#[derive(Debug, Clone, Default)]
+pub struct CacheLimits {
+    /// Larger bodies are passed through uncached; `None`: no limit.
+    pub max_object_size: Option<u64>,
 }
 
 /// `server:` section.
@@ -142,11 +152,15 @@ impl ConfigFile {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let limits = CacheLimits {
+            max_object_size: self.storage.max_object_size.map(|b| b.0),
+        };
         let (storage, metadata) = backends::typed_backends(self.storage, self.metadata);
         Ok(Config {
             server: self.server,
             storage,
             metadata,
+            limits,
             remotes,
             auth: self.auth,
         })

@@ -2,10 +2,12 @@
 //! bad value is reported where it stands), and the typed repository it becomes once the
 //! checks across fields have passed: `local`, `remote` or `virtual`, each with only its fields.
 
+use std::num::NonZeroUsize;
+
 use serde::Deserialize;
 
 use super::values::{
-    BaseUrl, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost,
+    BaseUrl, ByteSize, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost,
 };
 
 /// How a repository is served.
@@ -85,6 +87,9 @@ pub(crate) struct RepoEntry {
     /// Time allowed between two reads from the upstream (headers or body).
     #[serde(default = "default_read_timeout")]
     pub read_timeout: Seconds,
+    /// `remote` repositories: fills that may ask the upstream at once; more wait their turn.
+    #[serde(default = "default_max_concurrent_fills")]
+    pub max_concurrent_fills: NonZeroUsize,
     /// Docker remotes: upstream registry hosts (e.g. `docker.io`) this remote mirrors. Kept as
     /// text here so that a bad host is reported with the others, at its key.
     #[serde(default)]
@@ -111,6 +116,10 @@ fn default_connect_timeout() -> Seconds {
     Seconds::secs(10)
 }
 
+fn default_max_concurrent_fills() -> NonZeroUsize {
+    NonZeroUsize::new(32).expect("non-zero")
+}
+
 fn default_read_timeout() -> Seconds {
     Seconds::secs(60)
 }
@@ -128,6 +137,10 @@ pub struct CacheConfig {
     /// How long an upstream 404 is remembered.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl: Seconds,
+    /// Larger bodies are passed through to clients uncached (with `storage.max_object_size`,
+    /// the smaller of the two applies).
+    #[serde(default)]
+    pub max_object_size: Option<ByteSize>,
 }
 
 impl Default for CacheConfig {
@@ -136,6 +149,7 @@ impl Default for CacheConfig {
             file_ttl: default_file_ttl(),
             index_ttl: default_index_ttl(),
             negative_ttl: default_negative_ttl(),
+            max_object_size: None,
         }
     }
 }
@@ -188,6 +202,8 @@ pub struct RemoteConfig {
     pub password: Option<Secret>,
     pub connect_timeout: Seconds,
     pub read_timeout: Seconds,
+    /// Fills that may ask the upstream at once.
+    pub max_concurrent_fills: NonZeroUsize,
     /// Docker: the registry hosts this remote mirrors (requests without a repository prefix).
     pub mirror_of: Vec<RegistryHost>,
     /// GitHub REST API base used by `warm --github-releases`.
@@ -252,6 +268,7 @@ impl TryFrom<RepoEntry> for RepoConfig {
                 password: e.password,
                 connect_timeout: e.connect_timeout,
                 read_timeout: e.read_timeout,
+                max_concurrent_fills: e.max_concurrent_fills,
                 mirror_of: e
                     .mirror_of
                     .iter()

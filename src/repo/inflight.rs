@@ -45,12 +45,15 @@ pub struct BodyProgress {
 pub enum BypassReason {
     /// Storage refused the write for lack of space or quota.
     NoSpace,
+    /// The body is larger than `max_object_size`.
+    TooLarge,
 }
 
 impl BypassReason {
     pub fn as_str(self) -> &'static str {
         match self {
             BypassReason::NoSpace => "no_space",
+            BypassReason::TooLarge => "too_large",
         }
     }
 }

@@ -132,6 +132,7 @@ impl Engine {
                     name.as_str(),
                     (**c).clone(),
                     cache.clone(),
+                    &config.limits,
                 )?)),
                 RepoConfig::Virtual(_) => continue,
             };

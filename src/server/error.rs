@@ -62,6 +62,8 @@ impl ApiError {
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Error::UpstreamStatus(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Error::Integrity(_) => (StatusCode::BAD_GATEWAY, "upstream_integrity"),
+            // A fill bypasses instead; this answer is a fallback that should not be seen.
+            Error::TooLargeToCache { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Error::UpstreamUnreachable(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_unreachable"),
             Error::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Error::RedirectRefused(_) => (StatusCode::BAD_GATEWAY, "redirect_refused"),

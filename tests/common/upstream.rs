@@ -35,6 +35,8 @@ pub enum Mode {
     CutUnsized {
         after: usize,
     },
+    /// The whole body, chunked, without Content-Length.
+    Unsized,
     /// Answers `status` with these headers (`Location`, `WWW-Authenticate`, ...) and a short
     /// body.
     Reply {
@@ -64,6 +66,9 @@ struct UpState {
     finished: Mutex<HashMap<String, Instant>>,
     dir: Mutex<Option<PathBuf>>,
     authorizations: Mutex<Vec<(String, String)>>,
+    /// Slow bodies being sent now, and the most there ever were at once.
+    slow_active: std::sync::atomic::AtomicUsize,
+    slow_max: std::sync::atomic::AtomicUsize,
 }
 
 /// An upstream server on its own thread and runtime, so stopping it really closes every
@@ -214,6 +219,13 @@ impl TestUpstream {
     }
 
     /// When the last body for `path` was completely sent.
+    /// The most `Mode::Slow` bodies that were being sent at once.
+    pub fn max_concurrent_slow(&self) -> usize {
+        self.state
+            .slow_max
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn finished_at(&self, path: &str) -> Option<Instant> {
         self.state.finished.lock().unwrap().get(path).copied()
     }
@@ -345,7 +357,9 @@ async fn handle(
         .and_then(|v| v.strip_prefix("bytes="))
         .and_then(|v| v.strip_suffix('-'))
         .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n < total && matches!(file.mode, Mode::Normal | Mode::Slow { .. }));
+        .filter(|n| {
+            *n < total && matches!(file.mode, Mode::Normal | Mode::Slow { .. } | Mode::Unsized)
+        });
     if let Some(n) = from {
         *state
             .counts
@@ -369,16 +383,27 @@ async fn handle(
                 Body::from(file.body.clone())
             }
             Mode::Slow { chunk, delay } => {
+                use std::sync::atomic::Ordering::SeqCst;
                 let data = file.body.clone();
                 let st = state.clone();
                 let p = path.clone();
+                let now = state.slow_active.fetch_add(1, SeqCst) + 1;
+                state.slow_max.fetch_max(now, SeqCst);
                 Body::from_stream(async_stream(data, chunk, delay, None, move || {
+                    st.slow_active.fetch_sub(1, SeqCst);
                     st.finished
                         .lock()
                         .unwrap()
                         .insert(p.clone(), Instant::now());
                 }))
             }
+            Mode::Unsized => Body::from_stream(async_stream(
+                file.body.clone(),
+                64 * 1024,
+                Duration::from_millis(1),
+                None,
+                || {},
+            )),
             Mode::Cut { after } | Mode::CutUnsized { after } => Body::from_stream(async_stream(
                 file.body.clone(),
                 64 * 1024,
@@ -398,7 +423,7 @@ async fn handle(
         );
     }
     let h = r.headers_mut();
-    if !matches!(file.mode, Mode::CutUnsized { .. }) {
+    if !matches!(file.mode, Mode::CutUnsized { .. } | Mode::Unsized) {
         h.insert(header::CONTENT_LENGTH, len.into());
     }
     h.insert(header::CONTENT_TYPE, "application/x-test".parse().unwrap());

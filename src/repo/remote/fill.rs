@@ -58,6 +58,12 @@ impl RemoteRepo {
             tx.finish(FillState::Ready(CacheStatus::Hit));
             return;
         }
+        // At most `max_concurrent_fills` ask this upstream at once; the others wait in turn.
+        let _slot = self
+            .fill_slots
+            .acquire()
+            .await
+            .expect("the fill semaphore is never closed");
         // Other replicas: one fetch per key across all of them.
         let _lease = match lease::claim(&self.cache, key, stale.as_ref()).await {
             Claim::Mine(guard) => guard,
@@ -93,9 +99,13 @@ impl RemoteRepo {
                     .await
                 {
                     Ok(()) => tx.complete(),
-                    Err(e) if is_no_space(&e) => {
-                        self.bypassed(key, BypassReason::NoSpace, &e);
-                        tx.bypass(fetch.described(head), BypassReason::NoSpace)
+                    Err(e) if is_no_space(&e) || matches!(e, Error::TooLargeToCache { .. }) => {
+                        let reason = match e {
+                            Error::TooLargeToCache { .. } => BypassReason::TooLarge,
+                            _ => BypassReason::NoSpace,
+                        };
+                        self.bypassed(key, reason, &e);
+                        tx.bypass(fetch.described(head), reason)
                     }
                     Err(e) => {
                         tracing::warn!(repository = %self.name, key, error = %e, "fetch failed; nothing cached");
@@ -165,6 +175,11 @@ impl RemoteRepo {
     ) -> Result<()> {
         let announced = head.digest.clone();
         let head = fetch.described(head);
+        if let (Some(len), Some(limit)) = (head.content_length, self.max_object_size)
+            && len > limit
+        {
+            return Err(Error::TooLargeToCache { limit });
+        }
         if let Some(len) = head.content_length
             && !self.cache.storage.has_room_for(len)
         {
@@ -224,6 +239,13 @@ impl RemoteRepo {
             total += chunk.len() as u64;
             upstream_bytes.inc_by(chunk.len() as u64);
             expect.check_partial(total)?;
+            if let Some(limit) = self.max_object_size
+                && total > limit
+            {
+                // A body of unannounced length outgrew the limit: what is spooled is good,
+                // the clients take the rest from upstream.
+                return Err(Error::TooLargeToCache { limit });
+            }
             batch.extend_from_slice(&chunk);
             if batch.len() >= WRITE_BATCH {
                 spool_batch(writer, batch.split().freeze(), tx).await?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::inflight::{self, FillState, Joined};
 use super::{Cache, CacheStatus, RepoPath, Served};
-use crate::config::{PackageKind, RemoteConfig};
+use crate::config::{CacheLimits, PackageKind, RemoteConfig};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
@@ -69,14 +69,33 @@ pub struct RemoteRepo {
     upstream: Upstream,
     cache: Arc<Cache>,
     pending_tags: manifest::PendingTags,
+    /// Bodies larger than this are passed through uncached.
+    max_object_size: Option<u64>,
+    /// One permit per fill asking the upstream; fills past `max_concurrent_fills` queue.
+    fill_slots: tokio::sync::Semaphore,
 }
 
 impl RemoteRepo {
-    pub fn new(name: &str, config: RemoteConfig, cache: Arc<Cache>) -> Result<RemoteRepo> {
+    /// Opens remote `name`. `limits` are the cache's own, which the remote's may lower.
+    pub fn new(
+        name: &str,
+        config: RemoteConfig,
+        cache: Arc<Cache>,
+        limits: &CacheLimits,
+    ) -> Result<RemoteRepo> {
         let upstream = Upstream::new(&config)?;
+        let max_object_size = [
+            limits.max_object_size,
+            config.cache.max_object_size.map(|b| b.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         Ok(RemoteRepo {
             name: name.to_string(),
             upstream: upstream.observed_as(name, &cache.metrics),
+            fill_slots: tokio::sync::Semaphore::new(config.max_concurrent_fills.get()),
+            max_object_size,
             config,
             cache,
             pending_tags: manifest::PendingTags::default(),

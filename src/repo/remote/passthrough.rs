@@ -14,8 +14,11 @@ use crate::repo::inflight::{BypassReason, Resume};
 use crate::storage::ByteStream;
 use crate::upstream::{Answer, BodyStream, RequestOptions};
 
-/// "Cache bypassed" warnings: one a minute at most.
-static WARNING: crate::Throttle = crate::Throttle::every(std::time::Duration::from_secs(60));
+/// "Cache bypassed" warnings: one a minute at most for each reason.
+static NO_SPACE_WARNING: crate::Throttle =
+    crate::Throttle::every(std::time::Duration::from_secs(60));
+static TOO_LARGE_WARNING: crate::Throttle =
+    crate::Throttle::every(std::time::Duration::from_secs(60));
 
 impl RemoteRepo {
     /// How a client of `fetch`'s fill gets the rest of the body if the fill bypasses storage.
@@ -63,13 +66,17 @@ impl RemoteRepo {
             .bypass
             .with_label_values(&[self.name.as_str(), reason.as_str()])
             .inc();
-        if WARNING.ready() {
+        let throttle = match reason {
+            BypassReason::NoSpace => &NO_SPACE_WARNING,
+            BypassReason::TooLarge => &TOO_LARGE_WARNING,
+        };
+        if throttle.ready() {
             tracing::warn!(
                 repository = %self.name,
                 key,
                 reason = reason.as_str(),
                 error = %crate::error_chain(cause),
-                "storage cannot take the body; passing it through uncached (warned once a minute)"
+                "passing a body through uncached (warned once a minute per reason)"
             );
         }
     }
