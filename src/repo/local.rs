@@ -3,7 +3,7 @@
 //! into a temp object that becomes visible only when the whole body is in and its checksum
 //! holds. Local content never expires, and flush never touches it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -52,6 +52,13 @@ pub struct ListEntry {
     pub sha256: Option<Sha256Digest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uploaded_at_ms: Option<u64>,
+}
+
+/// A page of a directory listing, and the cursor of the next (`None` on the last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub entries: Vec<ListEntry>,
+    pub next: Option<String>,
 }
 
 /// Removes its key from the in-progress set when the upload ends, however it ends.
@@ -278,56 +285,57 @@ impl LocalRepo {
         Ok(())
     }
 
-    /// The files and subdirectories directly inside `dir` (the root when `None`). A directory
-    /// that holds nothing does not exist.
-    pub async fn list(&self, dir: Option<&RepoPath>) -> Result<Vec<ListEntry>> {
+    /// One page of directory `dir` (the root when `None`): at most `limit` entries after
+    /// cursor `after`, and the cursor of the next page. Only that directory level is read from
+    /// storage, and only the records of the files shown. An empty or unknown directory other
+    /// than the root is `NotFound`.
+    pub async fn list(
+        &self,
+        dir: Option<&RepoPath>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
         let prefix = match dir {
             Some(d) => format!("{}/", self.key(d)),
             None => format!("{}/", self.name),
         };
-        let objects = self.cache.storage.list(&prefix).await?;
-        if objects.is_empty() && dir.is_some() {
+        let page = self.cache.storage.list_dir(&prefix, after, limit).await?;
+        if page.entries.is_empty() && dir.is_some() && after.is_none() {
             return Err(Error::NotFound);
         }
-        let records: BTreeMap<String, ObjectMeta> = self
-            .cache
-            .meta
-            .list(&prefix)
-            .await?
+        let meta = &self.cache.meta;
+        let entries = futures::stream::iter(page.entries)
+            .map(|e| {
+                let key = format!("{prefix}{}", e.name);
+                async move {
+                    let Some(size) = e.size else {
+                        return Ok(ListEntry {
+                            name: e.name,
+                            kind: "directory",
+                            size: None,
+                            sha256: None,
+                            uploaded_at_ms: None,
+                        });
+                    };
+                    let record = meta.get(&key).await?;
+                    Ok::<_, Error>(ListEntry {
+                        name: e.name,
+                        kind: "file",
+                        size: Some(size),
+                        sha256: record.as_ref().map(|m| m.sha256),
+                        uploaded_at_ms: record.as_ref().map(|m| m.fetched_at_ms),
+                    })
+                }
+            })
+            .buffered(16)
+            .collect::<Vec<_>>()
+            .await
             .into_iter()
-            .map(|e| (e.key, e.meta))
-            .collect();
-        let mut entries: BTreeMap<String, ListEntry> = BTreeMap::new();
-        for obj in objects {
-            let Some(rel) = obj.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            match rel.split_once('/') {
-                Some((sub, _)) => {
-                    entries.entry(sub.to_string()).or_insert_with(|| ListEntry {
-                        name: sub.to_string(),
-                        kind: "directory",
-                        size: None,
-                        sha256: None,
-                        uploaded_at_ms: None,
-                    });
-                }
-                None => {
-                    let meta = records.get(&obj.key);
-                    entries.insert(
-                        rel.to_string(),
-                        ListEntry {
-                            name: rel.to_string(),
-                            kind: "file",
-                            size: Some(obj.size),
-                            sha256: meta.map(|m| m.sha256),
-                            uploaded_at_ms: meta.map(|m| m.fetched_at_ms),
-                        },
-                    );
-                }
-            }
-        }
-        Ok(entries.into_values().collect())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ListPage {
+            entries,
+            next: page.next,
+        })
     }
 }
 

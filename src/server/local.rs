@@ -54,7 +54,7 @@ pub async fn read(
     let wants_list =
         req.tail.is_empty() || req.tail.ends_with('/') || query.iter().any(|(k, _)| k == "list");
     if wants_list {
-        return list(&repo, &req).await;
+        return list(&repo, &req, &query).await;
     }
     let metrics = &state.metrics;
     let name = req.name.as_str();
@@ -80,23 +80,68 @@ pub async fn read(
     Ok(resp)
 }
 
-async fn list(repo: &LocalRepo, req: &RepoTail) -> Result<Response, ApiError> {
+/// Entries per listing page unless `limit` says otherwise, and the most `limit` may ask.
+const LIST_PAGE: usize = 1000;
+const LIST_PAGE_MAX: usize = 10_000;
+
+async fn list(
+    repo: &LocalRepo,
+    req: &RepoTail,
+    query: &[(String, String)],
+) -> Result<Response, ApiError> {
     let raw_dir = req.tail.trim_end_matches('/');
     let dir = if raw_dir.is_empty() {
         None
     } else {
         Some(RepoPath::parse(raw_dir).map_err(|e| req.error(e))?)
     };
-    let entries = repo
-        .list(dir.as_ref())
+    let (after, limit) = page_params(query).map_err(|e| req.error(e))?;
+    let page = repo
+        .list(dir.as_ref(), after, limit)
         .await
         .map_err(|e| ApiError::at(e, &req.name, dir.as_ref().map(RepoPath::as_str)))?;
-    Ok(Json(json!({
+    let mut body = json!({
         "repository": req.name,
         "path": dir.as_ref().map(|d| format!("{d}/")).unwrap_or_default(),
-        "entries": entries,
-    }))
-    .into_response())
+        "entries": page.entries,
+    });
+    if let Some(next) = page.next {
+        body["next"] = json!(next);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `after` (a cursor from an earlier page's `next`) and `limit` (1 to 10,000; 1,000 unless
+/// given) of a listing.
+fn page_params(query: &[(String, String)]) -> Result<(Option<&str>, usize), Error> {
+    let mut after = None;
+    let mut limit = LIST_PAGE;
+    for (k, v) in query {
+        match k.as_str() {
+            "after" => {
+                let name = v.strip_suffix('/').unwrap_or(v);
+                if name.is_empty() || name.contains('/') || v.len() > 1024 {
+                    return Err(Error::BadRequest(
+                        "after must be the next value of an earlier page".into(),
+                    ));
+                }
+                after = Some(v.as_str());
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=LIST_PAGE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "limit must be a whole number from 1 to {LIST_PAGE_MAX}"
+                        ))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
 }
 
 /// `PUT`: streams the body into the repository; 201 when created, 200 when replaced.

@@ -175,6 +175,51 @@ impl FsStorage {
         .map_err(Error::storage("listing objects"))
     }
 
+    pub async fn list_dir(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<super::DirPage> {
+        let dir = self.objects.join(prefix.trim_end_matches('/'));
+        let after = after.map(str::to_string);
+        tokio::task::spawn_blocking(move || -> io::Result<super::DirPage> {
+            let read = match std::fs::read_dir(&dir) {
+                Ok(r) => r,
+                Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::NotADirectory => {
+                    return Ok(super::DirPage::default());
+                }
+                Err(e) => return Err(e),
+            };
+            // Names and kinds first (no stat per file): sizes only for the page shown.
+            let mut all = Vec::new();
+            for entry in read {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let is_dir = entry.file_type()?.is_dir();
+                all.push(super::DirEntry {
+                    name,
+                    size: (!is_dir).then_some(0),
+                });
+            }
+            let mut page = super::DirPage::of(all, after.as_deref(), limit);
+            for e in &mut page.entries {
+                if e.size.is_some() {
+                    e.size = Some(std::fs::metadata(dir.join(&e.name))?.len());
+                }
+            }
+            Ok(page)
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(Error::storage("listing a directory"))
+    }
+
     pub async fn sweep_temp_files(&self) -> Result<u64> {
         let root = self.tmp.clone();
         tokio::task::spawn_blocking(move || sweep_dir(&root))

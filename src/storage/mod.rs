@@ -73,6 +73,51 @@ pub struct ObjectEntry {
     pub size: u64,
 }
 
+/// One entry of a directory listing: a file with its size, or a subdirectory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    /// `None` for a subdirectory.
+    pub size: Option<u64>,
+}
+
+impl DirEntry {
+    /// Where a listing that stops after this entry goes on: the name, with a `/` for a
+    /// subdirectory. Listings are in this order (bytewise), as S3 lists keys.
+    pub fn cursor(&self) -> String {
+        match self.size {
+            Some(_) => self.name.clone(),
+            None => format!("{}/", self.name),
+        }
+    }
+}
+
+/// A page of a directory listing, and the cursor of the next one.
+#[derive(Debug, Default)]
+pub struct DirPage {
+    pub entries: Vec<DirEntry>,
+    pub next: Option<String>,
+}
+
+impl DirPage {
+    /// The page of `limit` entries after `after` out of `all` (in any order).
+    fn of(mut all: Vec<DirEntry>, after: Option<&str>, limit: usize) -> DirPage {
+        let mut keyed: Vec<(String, DirEntry)> = all.drain(..).map(|e| (e.cursor(), e)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut entries: Vec<DirEntry> = keyed
+            .into_iter()
+            .filter(|(c, _)| after.is_none_or(|a| c.as_str() > a))
+            .take(limit + 1)
+            .map(|(_, e)| e)
+            .collect();
+        let next = (entries.len() > limit).then(|| {
+            entries.truncate(limit);
+            entries.last().map(DirEntry::cursor).unwrap_or_default()
+        });
+        DirPage { entries, next }
+    }
+}
+
 /// The configured storage backend.
 pub enum Storage {
     Fs(FsStorage),
@@ -152,6 +197,20 @@ impl Storage {
         match self {
             Storage::Fs(s) => s.list(prefix).await,
             Storage::S3(s) => s.list(prefix).await,
+        }
+    }
+
+    /// One level of the directory `prefix` (`"uploads/dir/"`): at most `limit` files and
+    /// subdirectories after cursor `after`, in cursor order. Nothing below that level is read.
+    pub async fn list_dir(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DirPage> {
+        match self {
+            Storage::Fs(s) => s.list_dir(prefix, after, limit).await,
+            Storage::S3(s) => s.list_dir(prefix, after, limit).await,
         }
     }
 

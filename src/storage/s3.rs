@@ -337,6 +337,62 @@ impl S3Storage {
         Ok(out)
     }
 
+    pub async fn list_dir(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<super::DirPage> {
+        let full = format!("{}{}", self.prefix, prefix);
+        // A directory cursor (`sub/`) resumes after every key below it.
+        let start_after = after.map(|a| match a.strip_suffix('/') {
+            Some(dir) => format!("{full}{dir}/\u{10FFFF}"),
+            None => format!("{full}{a}"),
+        });
+        let mut all = Vec::new();
+        let mut token = None;
+        // One level, in pages of S3's own, until one more entry than asked for is known.
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .delimiter("/")
+                .set_start_after(start_after.clone())
+                .set_continuation_token(token.take())
+                .max_keys(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(s3_error("listing a directory"))?;
+            for o in out.contents() {
+                if let Some(name) = o.key().and_then(|k| k.strip_prefix(&full)) {
+                    all.push(super::DirEntry {
+                        name: name.to_string(),
+                        size: Some(o.size().unwrap_or(0).max(0) as u64),
+                    });
+                }
+            }
+            for p in out.common_prefixes() {
+                if let Some(name) = p
+                    .prefix()
+                    .and_then(|k| k.strip_prefix(&full))
+                    .and_then(|n| n.strip_suffix('/'))
+                {
+                    all.push(super::DirEntry {
+                        name: name.to_string(),
+                        size: None,
+                    });
+                }
+            }
+            token = out.next_continuation_token().map(str::to_string);
+            if all.len() > limit || token.is_none() {
+                break;
+            }
+        }
+        Ok(super::DirPage::of(all, after, limit))
+    }
+
     /// Aborts multipart uploads under our prefix that a dead process left behind.
     pub async fn sweep_temp_files(&self) -> Result<u64> {
         let out = self
