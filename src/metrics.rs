@@ -1,8 +1,8 @@
 //! Every Prometheus metric the service exports, named and registered in one place.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,13 +21,17 @@ pub struct Metrics {
     pub coalesced_waiters: IntCounterVec,
     pub bypass: IntCounterVec,
     /// Objects in the cache (as counted by this process since start-up).
-    pub cache_objects: IntGauge,
+    pub cache_objects: IntGaugeVec,
     /// Client connections open now.
     pub connections_open: IntGauge,
     /// Client connections answered 503 because `server.max_connections` were open.
     pub connections_refused: IntCounter,
     /// Bytes in the cache (as counted by this process since start-up).
-    pub cache_bytes: IntGauge,
+    pub cache_bytes: IntGaugeVec,
+    /// `storage.max_size`, when set.
+    pub cache_limit_bytes: IntGauge,
+    /// Objects evicted, by repository and reason.
+    pub evictions: IntCounterVec,
 }
 
 impl Metrics {
@@ -91,8 +95,30 @@ impl Metrics {
         registry
             .register(Box::new(upstream_latency.clone()))
             .expect("unique metric");
-        let cache_objects = gauge("artifactapi_cache_objects", "Objects in the cache.");
-        let cache_bytes = gauge("artifactapi_cache_bytes", "Bytes in the cache.");
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["repository"]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let cache_objects = gauge_vec(
+            "artifactapi_cache_objects",
+            "Objects stored, by repository (local repositories included).",
+        );
+        let cache_bytes = gauge_vec(
+            "artifactapi_cache_bytes",
+            "Bytes stored, by repository (local repositories included).",
+        );
+        let cache_limit_bytes = gauge(
+            "artifactapi_cache_limit_bytes",
+            "storage.max_size: bytes of cached remote content, at most (0: no limit).",
+        );
+        let evictions = counter(
+            "artifactapi_evictions_total",
+            "Cached objects evicted, by repository and reason (max_size, repository_max_size, min_free).",
+            &["repository", "reason"],
+        );
         let connections_open = gauge(
             "artifactapi_connections_open",
             "Client connections open now.",
@@ -116,6 +142,8 @@ impl Metrics {
             bypass,
             cache_objects,
             cache_bytes,
+            cache_limit_bytes,
+            evictions,
             connections_open,
             connections_refused,
         }

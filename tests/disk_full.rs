@@ -196,3 +196,96 @@ fn free_bytes(path: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .expect("df prints the free bytes")
 }
+
+#[tokio::test]
+async fn max_size_evicts_the_least_recently_read_and_keeps_every_response_whole() {
+    // 40 files of 2 MiB (80 MiB) through a cache of 20 MiB on a 64 MiB tmpfs; two of them
+    // are read again and again.
+    const FILE: usize = 2 << 20;
+    let fs = SmallFs::mount(64);
+    let up = TestUpstream::start();
+    let bodies: Vec<_> = (0..40).map(|i| test_bytes(FILE, 100 + i)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        up.put(&format!("files/f{i:02}.bin"), b.clone());
+    }
+    let proxy = Proxy::start_in_with(&fs.data(), "  max_size: 20 MiB\n", &generic(&up));
+    let c = client();
+    let get = |i: usize| {
+        let (c, url) = (c.clone(), proxy.remote("gen", &format!("f{i:02}.bin")));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let cache = header(&r, "x-cache");
+            (cache, r.bytes().await.expect("a whole body"))
+        }
+    };
+    let limit = 20u64 << 20;
+    let mut peak = 0;
+    for i in 0..40 {
+        let (_, body) = get(i).await;
+        assert_eq!(sha256_hex(&body), sha256_hex(&bodies[i]), "f{i:02}");
+        // The two favourites are read after every new file.
+        for fav in [0, 1] {
+            let (cache, body) = get(fav).await;
+            assert_eq!(sha256_hex(&body), sha256_hex(&bodies[fav]));
+            if i > 2 {
+                assert_eq!(cache, "HIT", "f{fav:02} after f{i:02}");
+            }
+        }
+        peak = peak.max(used_bytes(&fs.data().join("objects")));
+    }
+    // Never more than the limit plus the object being stored.
+    assert!(peak <= limit + FILE as u64, "peak {peak}");
+    assert!(used_bytes(&fs.data().join("objects")) <= limit);
+    assert!(proxy.temp_files().is_empty(), "{:?}", proxy.temp_files());
+    // Files read once and long ago were evicted and come back from upstream.
+    let (cache, body) = get(5).await;
+    assert_eq!(cache, "MISS");
+    assert_eq!(body, bodies[5]);
+    let metrics = get_text(&c, &proxy.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"artifactapi_evictions_total{reason="max_size",repository="gen"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("artifactapi_cache_limit_bytes 20971520"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_in_the_middle_of_an_evicted_object_still_gets_every_byte() {
+    let fs = SmallFs::mount(64);
+    let up = TestUpstream::start();
+    let big = test_bytes(12 << 20, 200);
+    let others: Vec<_> = (0..3).map(|i| test_bytes(6 << 20, 201 + i)).collect();
+    up.put("files/big.bin", big.clone());
+    for (i, b) in others.iter().enumerate() {
+        up.put(&format!("files/o{i}.bin"), b.clone());
+    }
+    let proxy = Proxy::start_in_with(&fs.data(), "  max_size: 20 MiB\n", &generic(&up));
+    let c = client();
+    let r = c.get(proxy.remote("gen", "big.bin")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), big);
+    wait_for_hit(&c, &proxy.remote("gen", "big.bin")).await;
+    // A hit that reads a little, then waits while the others push big.bin out.
+    let mut reader = c.get(proxy.remote("gen", "big.bin")).send().await.unwrap();
+    assert_eq!(header(&reader, "x-cache"), "HIT");
+    let mut got = reader.chunk().await.unwrap().unwrap().to_vec();
+    for (i, b) in others.iter().enumerate() {
+        let r = c
+            .get(proxy.remote("gen", &format!("o{i}.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(&r.bytes().await.unwrap(), b);
+    }
+    assert!(
+        proxy.stored("gen/big.bin").await.is_none(),
+        "big.bin was evicted"
+    );
+    while let Some(chunk) = reader.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256_hex(&got), sha256_hex(&big));
+}

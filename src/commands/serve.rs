@@ -78,15 +78,33 @@ fn connection_cap(configured: usize) -> usize {
     configured
 }
 
-/// Seeds the cache size gauges from the metadata records.
+/// Seeds the usage index (and with it the size gauges) from the metadata records, in the
+/// background: start-up does not wait for it, and eviction begins once it is done. On the
+/// filesystem an object's last read is its file's access time, else when it was fetched.
 async fn count_cache(engine: Arc<Engine>) {
-    match engine.cache.meta.list("").await {
+    let cache = &engine.cache;
+    match cache.meta.list("").await {
         Ok(entries) => {
-            let m = &engine.cache.metrics;
-            m.cache_objects.add(entries.len() as i64);
-            m.cache_bytes
-                .add(entries.iter().map(|e| e.meta.size as i64).sum::<i64>());
+            let engine = engine.clone();
+            let seeded = tokio::task::spawn_blocking(move || {
+                let cache = &engine.cache;
+                let objects = cache.storage.objects_dir();
+                for e in entries {
+                    let read_ms = objects
+                        .and_then(|dir| std::fs::metadata(dir.join(&e.key)).ok())
+                        .and_then(|m| m.accessed().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(e.meta.fetched_at_ms, |d| d.as_millis() as u64);
+                    cache
+                        .usage
+                        .seed(&e.key, e.meta.size, read_ms, &cache.metrics);
+                }
+            });
+            if let Err(e) = seeded.await {
+                tracing::warn!(error = %e, "could not count cached objects");
+            }
         }
         Err(e) => tracing::warn!(error = %e, "could not count cached objects"),
     }
+    cache.usage.mark_seeded();
 }

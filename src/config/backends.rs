@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ByteSize, EnvString, Secret};
+use super::{ByteSize, EnvString, MinFree, Secret};
 
 /// When the S3 client adds request checksums (CRC trailers). Many S3-compatible stores reject
 /// or mishandle the checksums the AWS SDK sends by default, so the default is `when_required`.
@@ -130,6 +130,12 @@ pub(crate) struct StorageFile {
     /// Remote bodies larger than this are passed through to clients uncached.
     #[serde(default)]
     pub max_object_size: Option<ByteSize>,
+    /// Bytes of cached remote content, at most; the least recently read go first.
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
+    /// Space that stays free on the data directory's file system (default 5%).
+    #[serde(default)]
+    pub min_free: Option<MinFree>,
 }
 
 impl Default for StorageFile {
@@ -147,6 +153,8 @@ impl Default for StorageFile {
             request_checksum: ChecksumMode::default(),
             spool_dir: None,
             max_object_size: None,
+            max_size: None,
+            min_free: None,
         }
     }
 }

@@ -23,8 +23,8 @@ pub use repo::{
     CacheConfig, LocalConfig, PackageKind, RemoteConfig, RepoConfig, RepoKind, VirtualConfig,
 };
 pub use values::{
-    BaseUrl, ByteSize, EnvString, Pattern, RegistryHost, RepoName, Seconds, Secret, UpstreamHost,
-    expand_env,
+    BaseUrl, ByteSize, EnvString, MinFree, Pattern, RegistryHost, RepoName, Seconds, Secret,
+    UpstreamHost, expand_env,
 };
 
 /// The loaded configuration: every repository typed by kind.
@@ -66,12 +66,30 @@ pub(crate) struct ConfigFile {
     pub auth: AuthConfig,
 }
 
-/// Limits on the remote content the cache keeps (`storage.max_object_size`).
-#[derive(Debug, Clone, Default)]
+/// Limits on the remote content the cache keeps (`storage.max_object_size`, `max_size`,
+/// `min_free`).
+#[derive(Debug, Clone)]
 pub struct CacheLimits {
     /// Larger bodies are passed through uncached; `None`: no limit.
     pub max_object_size: Option<u64>,
+    /// Bytes of cached remote content, at most; `None`: no limit.
+    pub max_size: Option<u64>,
+    /// Space kept free on the file system of the data directory (or S3 spool).
+    pub min_free: MinFree,
 }
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_object_size: None,
+            max_size: None,
+            min_free: DEFAULT_MIN_FREE,
+        }
+    }
+}
+
+/// Unless configured, 5% of the file system stays free: the cache never fills its disk.
+pub const DEFAULT_MIN_FREE: MinFree = MinFree::Percent(5.0);
 
 /// `server:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +172,8 @@ impl ConfigFile {
         }
         let limits = CacheLimits {
             max_object_size: self.storage.max_object_size.map(|b| b.0),
+            max_size: self.storage.max_size.map(|b| b.0),
+            min_free: self.storage.min_free.unwrap_or(DEFAULT_MIN_FREE),
         };
         let (storage, metadata) = backends::typed_backends(self.storage, self.metadata);
         Ok(Config {

@@ -141,6 +141,9 @@ pub struct CacheConfig {
     /// the smaller of the two applies).
     #[serde(default)]
     pub max_object_size: Option<ByteSize>,
+    /// Bytes this remote's cached content may take, at most (within `storage.max_size`).
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
 }
 
 impl Default for CacheConfig {
@@ -150,6 +153,7 @@ impl Default for CacheConfig {
             index_ttl: default_index_ttl(),
             negative_ttl: default_negative_ttl(),
             max_object_size: None,
+            max_size: None,
         }
     }
 }

@@ -328,6 +328,52 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Space that must stay free on a file system: bytes, or a percentage of its size (`5%`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum MinFree {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl MinFree {
+    /// The bytes to keep free on a file system of `total` bytes.
+    pub fn of(&self, total: u64) -> u64 {
+        match *self {
+            MinFree::Bytes(b) => b,
+            MinFree::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MinFree {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MinFree;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"2 GiB\" or a percentage such as \"5%\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MinFree, E> {
+                Ok(MinFree::Bytes(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MinFree, E> {
+                match v.trim().strip_suffix('%') {
+                    Some(p) => match p.trim().parse::<f64>() {
+                        Ok(p) if (0.0..100.0).contains(&p) => Ok(MinFree::Percent(p)),
+                        _ => Err(E::custom(format!(
+                            "invalid percentage {v:?}: use a number from 0 to under 100, then %"
+                        ))),
+                    },
+                    None => ByteSize::parse(v)
+                        .map(|b| MinFree::Bytes(b.0))
+                        .map_err(E::custom),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A repository name: letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
 /// 64 characters. Names appear in URLs and storage keys, so nothing else is allowed.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -84,13 +84,13 @@ impl Engine {
                 .collect();
             let keys: Vec<String> = doomed.iter().map(|o| o.key.clone()).collect();
             cache.storage.delete_many(&keys).await?;
+            for o in &doomed {
+                cache.usage.removed(&o.key, o.size, &cache.metrics);
+            }
             report.objects += keys.len() as u64;
             report.bytes += doomed.iter().map(|o| o.size).sum::<u64>();
             report.negative += cache.meta.clear_negative(&prefix).await?;
         }
-        let m = &cache.metrics;
-        m.cache_objects.sub(report.objects as i64);
-        m.cache_bytes.sub(report.bytes as i64);
         tracing::info!(
             remotes = ?report.remotes,
             objects = report.objects,

@@ -177,22 +177,15 @@ impl LocalRepo {
             class: CacheClass::File,
             expires_at_ms: None,
         };
-        let m = &self.cache.metrics;
+        let (usage, metrics) = (&self.cache.usage, &self.cache.metrics);
         if let Err(e) = self.cache.record_committed(&key, &meta).await {
             // The copy this upload replaced is gone with it.
             if let Some(old) = previous {
-                m.cache_objects.dec();
-                m.cache_bytes.sub(old as i64);
+                usage.removed(&key, old, metrics);
             }
             return Err(e);
         }
-        match previous {
-            Some(old) => m.cache_bytes.add(total as i64 - old as i64),
-            None => {
-                m.cache_objects.inc();
-                m.cache_bytes.add(total as i64);
-            }
-        }
+        usage.stored(&key, total, previous, metrics);
         Ok(Uploaded {
             created: previous.is_none(),
             size: total,
@@ -279,9 +272,9 @@ impl LocalRepo {
         if !existed {
             return Err(Error::NotFound);
         }
-        let m = &self.cache.metrics;
-        m.cache_objects.dec();
-        m.cache_bytes.sub(size.unwrap_or(0) as i64);
+        self.cache
+            .usage
+            .removed(&key, size.unwrap_or(0), &self.cache.metrics);
         Ok(())
     }
 

@@ -11,12 +11,13 @@ pub mod lease;
 pub mod local;
 pub mod remote;
 pub mod resolve;
+pub mod usage;
 pub mod virtual_repo;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{Config, RepoConfig};
+use crate::config::{CacheLimits, Config, RepoConfig};
 use crate::error::Result;
 use crate::meta::{MetaStore, ObjectMeta};
 use crate::metrics::Metrics;
@@ -81,6 +82,13 @@ pub struct Cache {
     pub metrics: Arc<Metrics>,
     /// Small objects of shared (S3) storage, in memory.
     pub hot: hot::HotCache,
+    /// What is stored, per repository and per remote object, and the limits on it.
+    pub usage: usage::Usage,
+    /// `storage.min_free` and the other limits of the whole cache.
+    pub limits: CacheLimits,
+    /// Held while evicting: one eviction at a time, so that two fills do not both evict for
+    /// the same room.
+    evicting: tokio::sync::Mutex<()>,
 }
 
 /// The configured repositories over one shared cache.
@@ -93,6 +101,67 @@ pub struct Engine {
 }
 
 impl Cache {
+    /// Makes room for `extra` more bytes at `key`, evicting the least recently read remote
+    /// objects as the limits require (`storage.max_size`, the remote's `cache.max_size`,
+    /// `storage.min_free`). False when the room cannot be made: the caller then passes the
+    /// body through uncached. `key` itself is never evicted.
+    pub async fn make_room(&self, key: &str, extra: u64) -> bool {
+        let repo = key.split_once('/').map_or(key, |(r, _)| r);
+        let _one_at_a_time = self.evicting.lock().await;
+        if self.usage.is_seeded() {
+            for (reason, scope, over) in self.usage.excess(repo, extra) {
+                self.evict(scope.as_deref(), over, key, reason).await;
+            }
+            if let Some((free, total)) = self.storage.object_space() {
+                let keep = self.limits.min_free.of(total);
+                let short = (extra + keep).saturating_sub(free);
+                if short > 0 {
+                    self.evict(None, short, key, usage::EvictReason::MinFree)
+                        .await;
+                }
+            }
+        }
+        let fits_limits = self.usage.excess(repo, extra).is_empty();
+        let fits_disk = match self.storage.object_space() {
+            Some((free, total)) => free >= extra + self.limits.min_free.of(total),
+            None => self.storage.has_room_for(extra),
+        };
+        fits_limits && fits_disk
+    }
+
+    /// Evicts the least recently read objects (of `repo`, or of any remote) until `bytes` are
+    /// freed or none is left; record first, so that a reader sees a miss, never a record
+    /// without its object. An object being read stays readable by whoever has it open.
+    async fn evict(&self, repo: Option<&str>, bytes: u64, keep: &str, reason: usage::EvictReason) {
+        for (victim, size) in self.usage.victims(repo, bytes, keep) {
+            let removed = async {
+                self.meta.delete(&victim).await?;
+                self.storage.delete(&victim).await
+            };
+            match removed.await {
+                Ok(_) => {
+                    self.hot.forget(&victim);
+                    self.usage.removed(&victim, size, &self.metrics);
+                    let victim_repo = victim.split_once('/').map_or(victim.as_str(), |(r, _)| r);
+                    self.metrics
+                        .evictions
+                        .with_label_values(&[victim_repo, reason.as_str()])
+                        .inc();
+                    tracing::debug!(
+                        key = victim,
+                        bytes = size,
+                        reason = reason.as_str(),
+                        "evicted"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(key = victim, error = %crate::error_chain(&e), "eviction failed");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Writes the record of the object just committed at `key`. When that fails the object is
     /// removed as well (with the record of the copy it replaced, if that can still be
     /// removed): an object is kept only with its own record.
@@ -113,12 +182,28 @@ impl Engine {
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<Engine> {
         let storage = Storage::from_config(&config).await?;
         let meta = MetaStore::from_config(&config).await?;
+        let evictable = config
+            .remotes
+            .iter()
+            .filter_map(|(name, repo)| match repo {
+                RepoConfig::Remote(r) => {
+                    Some((name.as_str().to_string(), r.cache.max_size.map(|b| b.0)))
+                }
+                _ => None,
+            })
+            .collect();
+        metrics
+            .cache_limit_bytes
+            .set(config.limits.max_size.unwrap_or(0) as i64);
         let cache = Arc::new(Cache {
             storage,
             meta,
             inflight: Inflight::default(),
-            metrics,
             hot: hot::HotCache::default(),
+            usage: usage::Usage::new(evictable, config.limits.max_size),
+            limits: config.limits.clone(),
+            evicting: tokio::sync::Mutex::new(()),
+            metrics,
         });
         let mut repos = BTreeMap::new();
         for (name, repo) in &config.remotes {

@@ -35,8 +35,17 @@ pub(crate) fn read_cached(file: &std::fs::File, offset: u64, len: usize) -> Opti
 /// Bytes an unprivileged writer may still use on the file system holding `path`; `None` when
 /// the file system cannot tell.
 pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    space(path).map(|(free, _)| free)
+}
+
+/// `(free, total)` bytes of the file system holding `path`, free meaning what an unprivileged
+/// writer may still use.
+pub(crate) fn space(path: &Path) -> Option<(u64, u64)> {
     let st = rustix::fs::statvfs(path).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
+    Some((
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_blocks.saturating_mul(st.f_frsize),
+    ))
 }
 
 /// Removes temp files whose writing process is gone. Used for objects and metadata records.

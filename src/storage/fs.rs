@@ -28,6 +28,11 @@ pub struct FsStorage {
 
 impl FsStorage {
     /// Where writes go before their rename.
+    /// Where the objects live (`ROOT/objects`).
+    pub fn objects_dir(&self) -> &Path {
+        &self.objects
+    }
+
     pub fn temp_dir(&self) -> &Path {
         &self.tmp
     }

@@ -160,6 +160,23 @@ impl Storage {
         files::free_bytes(dir).is_none_or(|free| free >= len)
     }
 
+    /// The directory whose files are the objects, for the filesystem backend.
+    pub fn objects_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Storage::Fs(s) => Some(s.objects_dir()),
+            Storage::S3(_) => None,
+        }
+    }
+
+    /// `(free, total)` bytes of the file system that holds the objects, for the filesystem
+    /// backend; `None` for S3 (its spool is checked by [`Storage::has_room_for`]).
+    pub fn object_space(&self) -> Option<(u64, u64)> {
+        match self {
+            Storage::Fs(s) => files::space(s.temp_dir()),
+            Storage::S3(_) => None,
+        }
+    }
+
     /// Starts writing `key`. Nothing is visible until [`StorageWriter::commit_verified`].
     pub async fn writer(&self, key: &str) -> Result<StorageWriter> {
         Ok(match self {

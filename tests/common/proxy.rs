@@ -48,19 +48,26 @@ impl Proxy {
         remotes_yaml: &str,
         extra: &str,
     ) -> Proxy {
-        Self::launch(shared, cache, None, remotes_yaml, extra)
+        Self::launch(shared, cache, None, "", remotes_yaml, extra)
     }
 
     /// Starts a proxy on the filesystem with its data directory at `data` (e.g. a small
     /// file system the test mounted).
     pub fn start_in(data: &Path, remotes_yaml: &str) -> Proxy {
-        Self::launch(None, &backends::unique_name(), Some(data), remotes_yaml, "")
+        Self::start_in_with(data, "", remotes_yaml)
+    }
+
+    /// Like [`Proxy::start_in`], with more `storage:` keys (`"  max_size: 20 MiB\n"`).
+    pub fn start_in_with(data: &Path, storage_keys: &str, remotes_yaml: &str) -> Proxy {
+        let cache = backends::unique_name();
+        Self::launch(None, &cache, Some(data), storage_keys, remotes_yaml, "")
     }
 
     fn launch(
         shared: Option<Arc<backends::Backends>>,
         cache: &str,
         data: Option<&Path>,
+        storage_keys: &str,
         remotes_yaml: &str,
         extra: &str,
     ) -> Proxy {
@@ -69,7 +76,7 @@ impl Proxy {
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let storage = match &shared {
             Some(b) => b.yaml(cache, &dir.path().join("spool")),
-            None => format!("storage:\n  path: {}\n", data.display()),
+            None => format!("storage:\n  path: {}\n{storage_keys}", data.display()),
         };
         let text =
             format!("{storage}server:\n  shutdown_grace: 10s\n{extra}remotes:\n{remotes_yaml}");

@@ -181,7 +181,7 @@ impl RemoteRepo {
             return Err(Error::TooLargeToCache { limit });
         }
         if let Some(len) = head.content_length
-            && !self.cache.storage.has_room_for(len)
+            && !self.cache.make_room(&fetch.key, len).await
         {
             return Err(Error::storage(format!("no room for {len} bytes"))(
                 std::io::ErrorKind::StorageFull.into(),
@@ -270,6 +270,7 @@ impl RemoteRepo {
         previous: Option<&ObjectMeta>,
     ) {
         let key = fetch.key.as_str();
+        let head_length_unknown = head.content_length.is_none();
         let now = crate::now_ms();
         let mut meta = ObjectMeta {
             size: received.size,
@@ -287,18 +288,17 @@ impl RemoteRepo {
             // object is not kept, and the next request fetches it again.
             tracing::warn!(key, error = %crate::error_chain(&e), "record not written; object not kept");
             if let Some(p) = previous {
-                self.cache.metrics.cache_objects.dec();
-                self.cache.metrics.cache_bytes.sub(p.size as i64);
+                self.cache.usage.removed(key, p.size, &self.cache.metrics);
             }
             return;
         }
-        let m = &self.cache.metrics;
-        match previous {
-            Some(p) => m.cache_bytes.add(received.size as i64 - p.size as i64),
-            None => {
-                m.cache_objects.inc();
-                m.cache_bytes.add(received.size as i64);
-            }
+        let (cache, size) = (&self.cache, received.size);
+        cache
+            .usage
+            .stored(key, size, previous.map(|p| p.size), &cache.metrics);
+        if head_length_unknown && !cache.usage.excess(&self.name, 0).is_empty() {
+            // A body of unannounced length may have taken the cache past a limit.
+            cache.make_room(key, 0).await;
         }
         self.manifest_committed(fetch, &meta).await;
         tracing::info!(repository = %self.name, key, bytes = received.size, "cached");

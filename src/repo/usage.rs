@@ -1,0 +1,299 @@
+//! What the cache holds and what it may hold: bytes and objects per repository (the gauges),
+//! each cached remote object's size and last read, and the limits eviction keeps them under
+//! (`storage.max_size`, a remote's `cache.max_size`, `storage.min_free`). Local repositories
+//! are counted but never evicted.
+//!
+//! Reads are recorded in memory only: a hit costs no disk or Redis write. When the process
+//! starts, the index is seeded in the background from the metadata records, with the object
+//! file's access time (relatime: at most a day late) where the filesystem has one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::metrics::Metrics;
+
+/// Why an object was evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    /// The total passed `storage.max_size`.
+    MaxSize,
+    /// The repository passed its `cache.max_size`.
+    RepositoryMaxSize,
+    /// The file system passed `storage.min_free`.
+    MinFree,
+}
+
+impl EvictReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictReason::MaxSize => "max_size",
+            EvictReason::RepositoryMaxSize => "repository_max_size",
+            EvictReason::MinFree => "min_free",
+        }
+    }
+}
+
+/// Bytes and objects of one repository.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RepoUsage {
+    pub bytes: u64,
+    pub objects: u64,
+}
+
+/// A cached remote object.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    size: u64,
+    /// Last read, as a [`stamp`].
+    read: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Remote objects by key: the candidates for eviction.
+    objects: HashMap<Box<str>, Tracked>,
+    /// Every repository's totals, local ones included.
+    repos: HashMap<String, RepoUsage>,
+    /// Bytes of all remote objects.
+    remote_bytes: u64,
+}
+
+/// The cache's usage, shared by every repository.
+pub struct Usage {
+    inner: Mutex<Inner>,
+    /// Names of the repositories whose objects may be evicted (remotes), with their limit.
+    evictable: HashMap<String, Option<u64>>,
+    /// `storage.max_size`.
+    pub max_size: Option<u64>,
+    /// Set once the start-up scan has seeded the index: eviction waits for it, so that it
+    /// never picks new objects only because the old ones are not known yet.
+    seeded: AtomicBool,
+}
+
+/// Microseconds since the epoch, strictly increasing within the process: reads in the same
+/// millisecond still have an order, and a stamp compares with a time from the start-up scan
+/// (`ms * 1000`).
+fn stamp() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = crate::now_ms() * 1000;
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// The repository of storage key `key` (its first segment).
+fn repo_of(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(r, _)| r)
+}
+
+impl Usage {
+    /// `evictable` names the remote repositories, each with its own `cache.max_size`.
+    pub fn new(evictable: HashMap<String, Option<u64>>, max_size: Option<u64>) -> Usage {
+        Usage {
+            inner: Mutex::default(),
+            evictable,
+            max_size,
+            seeded: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn is_seeded(&self) -> bool {
+        self.seeded.load(Ordering::Acquire)
+    }
+
+    /// The start-up scan is done.
+    pub fn mark_seeded(&self) {
+        self.seeded.store(true, Ordering::Release);
+    }
+
+    /// An object found by the start-up scan, last read at `read_ms`. Objects stored since the
+    /// process started are already known and are left as they are.
+    pub fn seed(&self, key: &str, size: u64, read_ms: u64, metrics: &Metrics) {
+        let mut inner = self.lock();
+        let repo = repo_of(key);
+        if self.evictable.contains_key(repo) {
+            if inner.objects.contains_key(key) {
+                return;
+            }
+            let read = read_ms.saturating_mul(1000);
+            inner.objects.insert(key.into(), Tracked { size, read });
+            inner.remote_bytes += size;
+        }
+        add(&mut inner, repo, size as i64, 1, metrics);
+    }
+
+    /// An object was stored at `key` (replacing one of `previous` bytes, if any).
+    pub fn stored(&self, key: &str, size: u64, previous: Option<u64>, metrics: &Metrics) {
+        let mut inner = self.lock();
+        let repo = repo_of(key);
+        let objects = if previous.is_some() { 0 } else { 1 };
+        let delta = size as i64 - previous.unwrap_or(0) as i64;
+        if self.evictable.contains_key(repo) {
+            let old = inner.objects.insert(
+                key.into(),
+                Tracked {
+                    size,
+                    read: stamp(),
+                },
+            );
+            inner.remote_bytes = inner.remote_bytes + size - old.map_or(0, |t| t.size);
+        }
+        add(&mut inner, repo, delta, objects, metrics);
+    }
+
+    /// The object at `key`, of `size` bytes, is gone.
+    pub fn removed(&self, key: &str, size: u64, metrics: &Metrics) {
+        let mut inner = self.lock();
+        let repo = repo_of(key);
+        let size = match inner.objects.remove(key) {
+            Some(t) => {
+                inner.remote_bytes -= t.size;
+                t.size
+            }
+            None => size,
+        };
+        add(&mut inner, repo, -(size as i64), -1, metrics);
+    }
+
+    /// The object at `key` was read.
+    pub fn read(&self, key: &str) {
+        if let Some(t) = self.lock().objects.get_mut(key) {
+            t.read = stamp();
+        }
+    }
+
+    /// Bytes and objects of `repo`.
+    pub fn of(&self, repo: &str) -> RepoUsage {
+        self.lock().repos.get(repo).copied().unwrap_or_default()
+    }
+
+    /// Bytes of all cached remote content.
+    pub fn remote_bytes(&self) -> u64 {
+        self.lock().remote_bytes
+    }
+
+    /// What must go before `extra` more bytes of repository `repo` fit, and why: the bytes
+    /// over `storage.max_size`, then over the repository's `cache.max_size`.
+    pub fn excess(&self, repo: &str, extra: u64) -> Vec<(EvictReason, Option<String>, u64)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        if let Some(max) = self.max_size {
+            let over = (inner.remote_bytes + extra).saturating_sub(max);
+            if over > 0 {
+                out.push((EvictReason::MaxSize, None, over));
+            }
+        }
+        if let Some(Some(max)) = self.evictable.get(repo) {
+            let used = inner.repos.get(repo).map_or(0, |u| u.bytes);
+            let over = (used + extra).saturating_sub(*max);
+            if over > 0 {
+                out.push((EvictReason::RepositoryMaxSize, Some(repo.to_string()), over));
+            }
+        }
+        out
+    }
+
+    /// The least recently read remote objects (of `repo`, or of every remote) whose sizes add
+    /// up to at least `bytes`, oldest first; fewer when there are not enough. `keep` is never
+    /// picked (the object being stored).
+    pub fn victims(&self, repo: Option<&str>, bytes: u64, keep: &str) -> Vec<(String, u64)> {
+        let inner = self.lock();
+        let mut candidates: Vec<(u64, &str, u64)> = inner
+            .objects
+            .iter()
+            .filter(|(k, _)| &***k != keep && repo.is_none_or(|r| repo_of(k) == r))
+            .map(|(k, t)| (t.read, &**k, t.size))
+            .collect();
+        candidates.sort_unstable_by_key(|(read, k, _)| (*read, *k));
+        let mut out = Vec::new();
+        let mut freed = 0;
+        for (_, k, size) in candidates {
+            if freed >= bytes {
+                break;
+            }
+            freed += size;
+            out.push((k.to_string(), size));
+        }
+        out
+    }
+}
+
+fn add(inner: &mut Inner, repo: &str, bytes: i64, objects: i64, metrics: &Metrics) {
+    let u = inner.repos.entry(repo.to_string()).or_default();
+    u.bytes = (u.bytes as i64 + bytes).max(0) as u64;
+    u.objects = (u.objects as i64 + objects).max(0) as u64;
+    metrics
+        .cache_bytes
+        .with_label_values(&[repo])
+        .set(u.bytes as i64);
+    metrics
+        .cache_objects
+        .with_label_values(&[repo])
+        .set(u.objects as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn victims_are_the_least_recently_read_and_local_content_is_never_one() {
+        let metrics = Metrics::new();
+        let usage = Usage::new(
+            HashMap::from([("r".to_string(), Some(100)), ("s".to_string(), None)]),
+            Some(250),
+        );
+        usage.seed("r/old", 40, 1_000_000, &metrics);
+        usage.seed("r/older", 40, 500_000, &metrics);
+        usage.seed("s/x", 100, 2_000_000, &metrics);
+        usage.seed("local/y", 1000, 0, &metrics);
+        usage.stored("r/new", 40, None, &metrics);
+        assert_eq!(
+            usage.of("r"),
+            RepoUsage {
+                bytes: 120,
+                objects: 3
+            }
+        );
+        assert_eq!(usage.remote_bytes(), 220, "local content does not count");
+        assert_eq!(
+            usage.excess("r", 50),
+            vec![
+                (EvictReason::MaxSize, None, 20),
+                (EvictReason::RepositoryMaxSize, Some("r".into()), 70)
+            ]
+        );
+        let v = usage.victims(Some("r"), 70, "r/new");
+        assert_eq!(v, vec![("r/older".into(), 40), ("r/old".into(), 40)]);
+        // A read makes an object the most recent.
+        usage.read("r/older");
+        let v = usage.victims(None, 1, "none");
+        assert_eq!(v, vec![("r/old".into(), 40)]);
+        usage.removed("r/old", 40, &metrics);
+        assert_eq!(
+            usage.of("r"),
+            RepoUsage {
+                bytes: 80,
+                objects: 2
+            }
+        );
+        assert!(
+            usage
+                .victims(None, 10_000, "none")
+                .iter()
+                .all(|(k, _)| !k.starts_with("local/"))
+        );
+    }
+}
