@@ -116,7 +116,7 @@ impl Metrics {
         );
         let evictions = counter(
             "artifactapi_evictions_total",
-            "Cached objects evicted, by repository and reason (max_size, repository_max_size, min_free).",
+            "Cached objects evicted, by repository and reason (max_size, repository_max_size, min_free, unused).",
             &["repository", "reason"],
         );
         let connections_open = gauge(

@@ -727,3 +727,42 @@ async fn fills_past_max_concurrent_fills_wait_their_turn() {
         assert_eq!(up.count("GET", &format!("files/f{i}.bin")), 1);
     }
 }
+
+#[tokio::test]
+async fn objects_unread_for_evict_unused_after_are_removed() {
+    let up = TestUpstream::start();
+    up.put("files/once.bin", test_bytes(50_000, 61));
+    up.put("files/often.bin", test_bytes(50_000, 62));
+    let proxy = Proxy::start(&generic(&up, "    cache:\n      evict_unused_after: 2s\n"));
+    let c = client();
+    for name in ["once.bin", "often.bin"] {
+        let r = c.get(proxy.remote("gen", name)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        wait_for_hit(&c, &proxy.remote("gen", name)).await;
+    }
+    // often.bin is read every 300 ms for 5 s; once.bin is left alone.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let r = c
+            .get(proxy.remote("gen", "often.bin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "x-cache"), "HIT");
+        r.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        proxy.stored("gen/once.bin").await.is_none(),
+        "once.bin was kept"
+    );
+    assert!(proxy.stored("gen/often.bin").await.is_some());
+    let r = c.get(proxy.remote("gen", "once.bin")).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    let metrics = get_text(&c, &proxy.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"artifactapi_evictions_total{reason="unused",repository="gen"}"#),
+        "{metrics}"
+    );
+}

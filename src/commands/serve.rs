@@ -31,6 +31,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
         );
     }
     tokio::spawn(count_cache(engine.clone()));
+    tokio::spawn(evict_unused(engine.clone()));
     let state = AppState {
         engine,
         metrics,
@@ -107,4 +108,34 @@ async fn count_cache(engine: Arc<Engine>) {
         Err(e) => tracing::warn!(error = %e, "could not count cached objects"),
     }
     cache.usage.mark_seeded();
+}
+
+/// Evicts what the remotes with `cache.evict_unused_after` have not read for that long, every
+/// minute (more often for ages under two minutes).
+async fn evict_unused(engine: Arc<Engine>) {
+    let ages: Vec<(String, std::time::Duration)> = engine
+        .config
+        .remotes
+        .iter()
+        .filter_map(|(name, repo)| match repo {
+            config::RepoConfig::Remote(r) => r
+                .cache
+                .evict_unused_after
+                .filter(|a| !a.is_zero())
+                .map(|a| (name.as_str().to_string(), a.0)),
+            _ => None,
+        })
+        .collect();
+    let Some(shortest) = ages.iter().map(|(_, a)| *a).min() else {
+        return;
+    };
+    let every = (shortest / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        engine.cache.evict_unused(&ages).await;
+    }
 }

@@ -144,6 +144,9 @@ pub struct CacheConfig {
     /// Bytes this remote's cached content may take, at most (within `storage.max_size`).
     #[serde(default)]
     pub max_size: Option<ByteSize>,
+    /// Objects not read for this long are evicted, whatever the limits.
+    #[serde(default)]
+    pub evict_unused_after: Option<Seconds>,
 }
 
 impl Default for CacheConfig {
@@ -154,6 +157,7 @@ impl Default for CacheConfig {
             negative_ttl: default_negative_ttl(),
             max_object_size: None,
             max_size: None,
+            evict_unused_after: None,
         }
     }
 }

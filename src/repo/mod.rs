@@ -129,11 +129,30 @@ impl Cache {
         fits_limits && fits_disk
     }
 
+    /// Evicts the objects of each remote in `ages` (name, `cache.evict_unused_after`) not
+    /// read for that long. Nothing happens before the start-up count is done.
+    pub async fn evict_unused(&self, ages: &[(String, std::time::Duration)]) {
+        if !self.usage.is_seeded() {
+            return;
+        }
+        let _one_at_a_time = self.evicting.lock().await;
+        for (repo, age) in ages {
+            let victims = self.usage.unused(repo, *age);
+            self.remove_evicted(victims, usage::EvictReason::Unused)
+                .await;
+        }
+    }
+
     /// Evicts the least recently read objects (of `repo`, or of any remote) until `bytes` are
     /// freed or none is left; record first, so that a reader sees a miss, never a record
     /// without its object. An object being read stays readable by whoever has it open.
     async fn evict(&self, repo: Option<&str>, bytes: u64, keep: &str, reason: usage::EvictReason) {
-        for (victim, size) in self.usage.victims(repo, bytes, keep) {
+        let victims = self.usage.victims(repo, bytes, keep);
+        self.remove_evicted(victims, reason).await;
+    }
+
+    async fn remove_evicted(&self, victims: Vec<(String, u64)>, reason: usage::EvictReason) {
+        for (victim, size) in victims {
             let removed = async {
                 self.meta.delete(&victim).await?;
                 self.storage.delete(&victim).await

@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 pub enum EvictReason {
     /// The total passed `storage.max_size`.
     MaxSize,
+    /// Not read for the remote's `cache.evict_unused_after`.
+    Unused,
     /// The repository passed its `cache.max_size`.
     RepositoryMaxSize,
     /// The file system passed `storage.min_free`.
@@ -28,6 +30,7 @@ impl EvictReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EvictReason::MaxSize => "max_size",
+            EvictReason::Unused => "unused",
             EvictReason::RepositoryMaxSize => "repository_max_size",
             EvictReason::MinFree => "min_free",
         }
@@ -205,6 +208,20 @@ impl Usage {
         out
     }
 
+    /// The objects of `repo` not read within `age`, oldest first.
+    pub fn unused(&self, repo: &str, age: std::time::Duration) -> Vec<(String, u64)> {
+        let cutoff = (crate::now_ms() * 1000).saturating_sub(age.as_micros() as u64);
+        let inner = self.lock();
+        let mut out: Vec<(u64, String, u64)> = inner
+            .objects
+            .iter()
+            .filter(|(k, t)| t.read < cutoff && repo_of(k) == repo)
+            .map(|(k, t)| (t.read, k.to_string(), t.size))
+            .collect();
+        out.sort_unstable();
+        out.into_iter().map(|(_, k, size)| (k, size)).collect()
+    }
+
     /// The least recently read remote objects (of `repo`, or of every remote) whose sizes add
     /// up to at least `bytes`, oldest first; fewer when there are not enough. `keep` is never
     /// picked (the object being stored).
@@ -281,6 +298,11 @@ mod tests {
         usage.read("r/older");
         let v = usage.victims(None, 1, "none");
         assert_eq!(v, vec![("r/old".into(), 40)]);
+        assert_eq!(
+            usage.unused("r", std::time::Duration::from_secs(60)),
+            vec![("r/old".to_string(), 40)],
+            "read at 1,000 s after the epoch; the others since"
+        );
         usage.removed("r/old", 40, &metrics);
         assert_eq!(
             usage.of("r"),
