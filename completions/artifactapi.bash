@@ -143,7 +143,7 @@ _artifactapi() {
             return 0
             ;;
         artifactapi__subcmd__flush)
-            opts="-y -c -v -q -h -V --remote --type --yes --config --verbose --quiet --log-format --color --help --version"
+            opts="-y -c -v -q -h -V --remote --type --unused-for --yes --config --verbose --quiet --log-format --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +155,10 @@ _artifactapi() {
                     ;;
                 --type)
                     COMPREPLY=($(compgen -W "all index files" -- "${cur}"))
+                    return 0
+                    ;;
+                --unused-for)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -345,7 +349,7 @@ _artifactapi() {
             return 0
             ;;
         artifactapi__subcmd__ls)
-            opts="-c -v -q -h -V --prefix --class --sort --json --config --verbose --quiet --log-format --color --help --version"
+            opts="-c -v -q -h -V --prefix --class --sort --json --summary --config --verbose --quiet --log-format --color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -360,7 +364,7 @@ _artifactapi() {
                     return 0
                     ;;
                 --sort)
-                    COMPREPLY=($(compgen -W "path size age" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "path size age read" -- "${cur}"))
                     return 0
                     ;;
                 --config)

@@ -69,6 +69,7 @@ complete -c artifactapi -n "__fish_artifactapi_using_subcommand flush" -l remote
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand flush" -l type -d 'What to remove' -r -f -a "all\t''
 index\t''
 files\t''"
+complete -c artifactapi -n "__fish_artifactapi_using_subcommand flush" -l unused-for -d 'Only objects not read for this long (`30d`, `12h`)' -r
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand flush" -s c -l config -d 'Configuration file' -r -F
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand flush" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
@@ -103,7 +104,8 @@ complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -l class -d 
 file\t''"
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -l sort -d 'Sort order' -r -f -a "path\t''
 size\t''
-age\t''"
+age\t''
+read\t'Least recently read first: what eviction would take next'"
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -s c -l config -d 'Configuration file' -r -F
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
@@ -111,6 +113,7 @@ complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -l color -d 
 always\t''
 never\t''"
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -l json -d 'JSON output for scripts'
+complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -l summary -d 'Per repository: objects, bytes used and the limit, instead of one row per object'
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -s v -l verbose -d 'More log output (-v debug, -vv trace). RUST_LOG overrides'
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -s q -l quiet -d 'Less output: warnings and errors only, no progress bars'
 complete -c artifactapi -n "__fish_artifactapi_using_subcommand ls" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -115,6 +115,9 @@ pub struct FlushArgs {
     /// What to remove.
     #[arg(long = "type", value_enum, default_value_t = FlushType::All)]
     pub kind: FlushType,
+    /// Only objects not read for this long (`30d`, `12h`).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub unused_for: Option<std::time::Duration>,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -163,6 +166,8 @@ pub enum SortKey {
     Path,
     Size,
     Age,
+    /// Least recently read first: what eviction would take next.
+    Read,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +186,9 @@ pub struct LsArgs {
     /// JSON output for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Per repository: objects, bytes used and the limit, instead of one row per object.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 #[derive(Debug, Args)]

@@ -572,3 +572,54 @@ fn warm_and_fetch_docker_images_then_pull_with_the_registry_stopped() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn ls_shows_last_reads_and_flush_unused_for_removes_only_the_unread() {
+    let up = TestUpstream::start();
+    up.put("files/old.bin", test_bytes(3000, 7));
+    up.put("files/new.bin", test_bytes(1000, 8));
+    let cli = Cli::new(&format!(
+        "  gen:\n    type: remote\n    package: generic\n    base_url: {}/files\n    cache:\n      max_size: 1 MiB\n",
+        up.url()
+    ));
+    cli.ok(&["warm", "gen", "old.bin", "new.bin"]);
+    // old.bin was last read 40 days ago, as its file's access time says.
+    let old = cli.dir.path().join("data/objects/gen/old.bin");
+    let st = Command::new("touch")
+        .args(["-a", "-d", "40 days ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let rows: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["ls", "--json", "--sort", "read"])).unwrap();
+    let keys: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["gen/old.bin", "gen/new.bin"], "least recently read first");
+    let day = 86_400_000u64;
+    let read_at = rows[0]["read_at_ms"].as_u64().unwrap();
+    let now = rows[1]["read_at_ms"].as_u64().unwrap();
+    assert!(now - read_at > 39 * day, "{rows}");
+    let table = cli.ok(&["ls", "--sort", "read"]);
+    assert!(table.contains("last read"), "{table}");
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["ls", "--summary", "--json"])).unwrap();
+    let repo = &summary["repositories"][0];
+    assert_eq!(repo["repository"], "gen");
+    assert_eq!(repo["objects"], 2);
+    assert_eq!(repo["bytes"], 4000);
+    assert_eq!(repo["limit"], 1 << 20);
+
+    let out = cli.ok(&["flush", "--remote", "gen", "--unused-for", "30d"]);
+    assert!(out.contains("flushed 1 objects"), "{out}");
+    assert_eq!(cli.keys(), ["gen/new.bin"]);
+    assert!(!old.exists());
+    let bad = cli.run(&["flush", "--remote", "gen", "--unused-for", "soon"]);
+    assert!(!bad.status.success());
+}

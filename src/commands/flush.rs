@@ -26,7 +26,9 @@ pub async fn run(global: &GlobalArgs, args: &FlushArgs) -> Result<ExitCode, Comm
         FlushType::Index => FlushScope::Index,
         FlushType::Files => FlushScope::Files,
     };
-    let report = engine.flush(args.remote.as_deref(), scope).await?;
+    let report = engine
+        .flush(args.remote.as_deref(), scope, args.unused_for)
+        .await?;
     println!(
         "flushed {} objects ({}) and {} records from {}",
         report.objects,

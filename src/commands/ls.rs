@@ -22,6 +22,20 @@ struct Row {
     expires_at_ms: Option<u64>,
     age_ms: u64,
     ttl_left_ms: Option<u64>,
+    /// When it was last read: as seen by a running server, else the file's access time, else
+    /// when it was fetched.
+    read_at_ms: u64,
+}
+
+/// One repository in `ls --summary`.
+#[derive(Serialize)]
+struct Summary {
+    repository: String,
+    kind: &'static str,
+    objects: u64,
+    bytes: u64,
+    /// `cache.max_size` (remote repositories; `None`: only `storage.max_size` applies).
+    limit: Option<u64>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, CommandError> {
@@ -62,6 +76,7 @@ pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, Command
                 expires_at_ms: e.meta.expires_at_ms,
                 age_ms: now.saturating_sub(e.meta.fetched_at_ms),
                 ttl_left_ms: e.meta.expires_at_ms.map(|t| t.saturating_sub(now)),
+                read_at_ms: engine.cache.last_read_ms(&e.key, &e.meta),
                 key: e.key,
             }
         })
@@ -70,6 +85,12 @@ pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, Command
         SortKey::Path => rows.sort_by(|a, b| a.key.cmp(&b.key)),
         SortKey::Size => rows.sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key))),
         SortKey::Age => rows.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then(a.key.cmp(&b.key))),
+        SortKey::Read => {
+            rows.sort_by(|a, b| a.read_at_ms.cmp(&b.read_at_ms).then(a.key.cmp(&b.key)))
+        }
+    }
+    if args.summary {
+        return summary(&engine, &rows, args.json);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -77,7 +98,15 @@ pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, Command
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["remote", "path", "class", "size", "age", "ttl left"]);
+    table.set_header(vec![
+        "remote",
+        "path",
+        "class",
+        "size",
+        "age",
+        "last read",
+        "ttl left",
+    ]);
     for r in &rows {
         table.add_row(vec![
             Cell::new(&r.remote),
@@ -85,6 +114,11 @@ pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, Command
             Cell::new(r.class.as_str()),
             Cell::new(human_size(r.size)).set_alignment(CellAlignment::Right),
             Cell::new(human_duration(r.age_ms)).set_alignment(CellAlignment::Right),
+            Cell::new(format!(
+                "{} ago",
+                human_duration(now.saturating_sub(r.read_at_ms))
+            ))
+            .set_alignment(CellAlignment::Right),
             Cell::new(match r.ttl_left_ms {
                 None => "forever".to_string(),
                 Some(0) => "expired".to_string(),
@@ -101,6 +135,72 @@ pub async fn run(global: &GlobalArgs, args: &LsArgs) -> Result<ExitCode, Command
         Cell::new(human_size(total)).set_alignment(CellAlignment::Right),
         Cell::new(""),
         Cell::new(""),
+        Cell::new(""),
+    ]);
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ls --summary`: objects and bytes per repository, with its limit, like `du`.
+fn summary(
+    engine: &crate::repo::Engine,
+    rows: &[Row],
+    json: bool,
+) -> Result<ExitCode, CommandError> {
+    let mut by_repo: std::collections::BTreeMap<&str, Summary> = Default::default();
+    for r in rows {
+        let s = by_repo.entry(&r.remote).or_insert_with(|| {
+            let (kind, limit) = match engine.repo(&r.remote) {
+                Ok(crate::repo::Repo::Remote(remote)) => {
+                    ("remote", remote.config().cache.max_size.map(|b| b.0))
+                }
+                Ok(crate::repo::Repo::Local(_)) => ("local", None),
+                _ => ("unknown", None),
+            };
+            Summary {
+                repository: r.remote.clone(),
+                kind,
+                objects: 0,
+                bytes: 0,
+                limit,
+            }
+        });
+        s.objects += 1;
+        s.bytes += r.size;
+    }
+    let total_limit = engine.config.limits.max_size;
+    if json {
+        let body = serde_json::json!({
+            "repositories": by_repo.values().collect::<Vec<_>>(),
+            "max_size": total_limit,
+        });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec!["repository", "kind", "objects", "used", "limit"]);
+    let limit_text = |l: Option<u64>| l.map_or_else(|| "-".to_string(), human_size);
+    for s in by_repo.values() {
+        table.add_row(vec![
+            Cell::new(&s.repository),
+            Cell::new(s.kind),
+            Cell::new(s.objects).set_alignment(CellAlignment::Right),
+            Cell::new(human_size(s.bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(limit_text(s.limit)).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    let remote_bytes: u64 = by_repo
+        .values()
+        .filter(|s| s.kind == "remote")
+        .map(|s| s.bytes)
+        .sum();
+    table.add_row(vec![
+        Cell::new("cached remote content"),
+        Cell::new(""),
+        Cell::new(""),
+        Cell::new(human_size(remote_bytes)).set_alignment(CellAlignment::Right),
+        Cell::new(limit_text(total_limit)).set_alignment(CellAlignment::Right),
     ]);
     println!("{table}");
     Ok(ExitCode::SUCCESS)

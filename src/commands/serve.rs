@@ -89,13 +89,11 @@ async fn count_cache(engine: Arc<Engine>) {
             let engine = engine.clone();
             let seeded = tokio::task::spawn_blocking(move || {
                 let cache = &engine.cache;
-                let objects = cache.storage.objects_dir();
                 for e in entries {
-                    let read_ms = objects
-                        .and_then(|dir| std::fs::metadata(dir.join(&e.key)).ok())
-                        .and_then(|m| m.accessed().ok())
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map_or(e.meta.fetched_at_ms, |d| d.as_millis() as u64);
+                    let read_ms = cache
+                        .storage
+                        .accessed_ms(&e.key)
+                        .unwrap_or(e.meta.fetched_at_ms);
                     cache
                         .usage
                         .seed(&e.key, e.meta.size, read_ms, &cache.metrics);

@@ -24,7 +24,7 @@ pub use repo::{
 };
 pub use values::{
     BaseUrl, ByteSize, EnvString, MinFree, Pattern, RegistryHost, RepoName, Seconds, Secret,
-    UpstreamHost, expand_env,
+    UpstreamHost, expand_env, parse_duration,
 };
 
 /// The loaded configuration: every repository typed by kind.

@@ -49,8 +49,15 @@ pub struct FlushReport {
 }
 
 impl Engine {
-    /// Flushes `remote` (or every remote repository) of the objects in `scope`.
-    pub async fn flush(&self, remote: Option<&str>, scope: FlushScope) -> Result<FlushReport> {
+    /// Flushes `remote` (or every remote repository) of the objects in `scope`; with
+    /// `unused_for`, only of those not read for that long.
+    pub async fn flush(
+        &self,
+        remote: Option<&str>,
+        scope: FlushScope,
+        unused_for: Option<std::time::Duration>,
+    ) -> Result<FlushReport> {
+        let cutoff = unused_for.map(|d| crate::now_ms().saturating_sub(d.as_millis() as u64));
         let names: Vec<String> = match remote {
             Some(name) => vec![self.remote(name)?.name().to_string()],
             None => self.remotes().map(|r| r.name().to_string()).collect(),
@@ -70,17 +77,21 @@ impl Engine {
                     FlushScope::Index => entry.meta.class == CacheClass::Index,
                     FlushScope::Files => entry.meta.class == CacheClass::File,
                 })
+                .filter(|entry| {
+                    cutoff.is_none_or(|c| cache.last_read_ms(&entry.key, &entry.meta) < c)
+                })
                 .map(|entry| entry.key.clone())
                 .collect();
             // Records first: a reader then sees a miss, never a record without its object.
             report.metadata += cache.meta.delete_many(&wanted).await?;
             let stored = cache.storage.list(&prefix).await?;
-            // With `all`, also objects whose record is gone (an interrupted flush, a lost
-            // record).
+            // With `all` (and no age), also objects whose record is gone (an interrupted
+            // flush, a lost record).
             let wanted: std::collections::HashSet<String> = wanted.into_iter().collect();
+            let orphans_too = scope == FlushScope::All && cutoff.is_none();
             let doomed: Vec<_> = stored
                 .into_iter()
-                .filter(|o| scope == FlushScope::All || wanted.contains(&o.key))
+                .filter(|o| orphans_too || wanted.contains(&o.key))
                 .collect();
             let keys: Vec<String> = doomed.iter().map(|o| o.key.clone()).collect();
             cache.storage.delete_many(&keys).await?;

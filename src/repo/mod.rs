@@ -129,6 +129,16 @@ impl Cache {
         fits_limits && fits_disk
     }
 
+    /// When the object at `key` (with record `meta`) was last read, as far as this process
+    /// can tell: what it saw while running, else the file's access time, else when it was
+    /// fetched.
+    pub fn last_read_ms(&self, key: &str, meta: &ObjectMeta) -> u64 {
+        self.usage
+            .read_ms(key)
+            .or_else(|| self.storage.accessed_ms(key))
+            .unwrap_or(meta.fetched_at_ms)
+    }
+
     /// Evicts the objects of each remote in `ages` (name, `cache.evict_unused_after`) not
     /// read for that long. Nothing happens before the start-up count is done.
     pub async fn evict_unused(&self, ages: &[(String, std::time::Duration)]) {

@@ -177,6 +177,11 @@ impl Usage {
         }
     }
 
+    /// When the remote object at `key` was last read (ms since the epoch), if it is tracked.
+    pub fn read_ms(&self, key: &str) -> Option<u64> {
+        self.lock().objects.get(key).map(|t| t.read / 1000)
+    }
+
     /// Bytes and objects of `repo`.
     pub fn of(&self, repo: &str) -> RepoUsage {
         self.lock().repos.get(repo).copied().unwrap_or_default()

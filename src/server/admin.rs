@@ -1,5 +1,5 @@
-//! Administrative endpoints: `POST /api/v1/cache/flush?remote=NAME&type=all|index|files`,
-//! which needs the `admin` role on that repository (on `*` without `remote`).
+//! Administrative endpoints: `POST /api/v1/cache/flush?remote=NAME&type=all|index|files
+//! &unused_for=30d`, which needs the `admin` role on that repository (on `*` without `remote`).
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::error::Error;
 use crate::repo::flush::FlushScope;
 
 #[derive(Deserialize)]
@@ -15,6 +16,7 @@ pub struct FlushQuery {
     remote: Option<String>,
     #[serde(rename = "type")]
     scope: Option<String>,
+    unused_for: Option<String>,
 }
 
 pub async fn flush(
@@ -34,7 +36,16 @@ pub async fn flush(
         Ok(s) => s,
         Err(e) => return ApiError::new(e).into_response(),
     };
-    match state.engine.flush(q.remote.as_deref(), scope).await {
+    let unused_for = match q.unused_for.as_deref().map(crate::config::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return ApiError::new(Error::BadRequest(e)).into_response(),
+    };
+    match state
+        .engine
+        .flush(q.remote.as_deref(), scope, unused_for)
+        .await
+    {
         Ok(report) => axum::Json(serde_json::json!({
             "status": "ok",
             "type": scope,

@@ -168,6 +168,15 @@ impl Storage {
         }
     }
 
+    /// When the object at `key` was last read, from its file's access time (filesystem
+    /// backend; with `relatime` at most a day late). `None` on S3 or when unknown.
+    pub fn accessed_ms(&self, key: &str) -> Option<u64> {
+        let dir = self.objects_dir()?;
+        StorageKey::parse(key).ok()?;
+        let t = std::fs::metadata(dir.join(key)).ok()?.accessed().ok()?;
+        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+    }
+
     /// `(free, total)` bytes of the file system that holds the objects, for the filesystem
     /// backend; `None` for S3 (its spool is checked by [`Storage::has_room_for`]).
     pub fn object_space(&self) -> Option<(u64, u64)> {
