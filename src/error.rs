@@ -103,6 +103,22 @@ impl Error {
         }
     }
 
+    /// The message a client sees. Backend and transport details (internal URLs, addresses,
+    /// errno) stay in the log, which gets the whole cause of every 5xx.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Storage { .. } | Error::Metadata { .. } => {
+                "the cache backend is unavailable; retry later".to_string()
+            }
+            Error::UpstreamUnreachable(_) => "the upstream could not be reached".to_string(),
+            Error::UpstreamTimeout(_) => "the upstream did not answer in time".to_string(),
+            Error::RedirectRefused(_) => {
+                "the upstream redirected to an address this remote may not reach".to_string()
+            }
+            e => e.to_string(),
+        }
+    }
+
     /// True for failures that mean "upstream could not give us a good answer right now",
     /// which is when a stale cached copy may be served instead.
     pub fn is_upstream_failure(&self) -> bool {

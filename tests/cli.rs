@@ -600,7 +600,11 @@ fn ls_shows_last_reads_and_flush_unused_for_removes_only_the_unread() {
         .iter()
         .map(|r| r["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["gen/old.bin", "gen/new.bin"], "least recently read first");
+    assert_eq!(
+        keys,
+        ["gen/old.bin", "gen/new.bin"],
+        "least recently read first"
+    );
     let day = 86_400_000u64;
     let read_at = rows[0]["read_at_ms"].as_u64().unwrap();
     let now = rows[1]["read_at_ms"].as_u64().unwrap();

@@ -94,8 +94,9 @@ async fn bypass_count(proxy: &Proxy) -> u64 {
 
 #[tokio::test]
 async fn fills_that_run_out_of_space_mid_way_still_give_every_client_the_whole_body() {
-    // Two 30 MiB fills at once on 40 MiB: each finds room when it starts; they cannot both
-    // finish, so at least one runs out of space part-way.
+    // Two 30 MiB fills at once on 40 MiB. The first reserves its room, so the second is
+    // passed through from the start; and while the first writes, another program fills the
+    // disk, so it runs out of space part-way.
     let fs = SmallFs::mount(40);
     let up = TestUpstream::start();
     let names = ["first.bin", "second.bin"];
@@ -110,7 +111,18 @@ async fn fills_that_run_out_of_space_mid_way_still_give_every_client_the_whole_b
     }
     let proxy = Proxy::start_in(&fs.data(), &generic(&up));
     let urls: Vec<_> = names.iter().map(|n| proxy.remote("gen", n)).collect();
-    let (a, b) = tokio::join!(concurrent_gets(&urls[0], 3), concurrent_gets(&urls[1], 3));
+    let filler = fs.path.join("filler");
+    let fill_disk = async {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // As much as the disk takes; the write fails once it is full.
+        let _ = std::fs::write(&filler, vec![0u8; 20 << 20]);
+    };
+    let (a, b, ()) = tokio::join!(
+        concurrent_gets(&urls[0], 3),
+        concurrent_gets(&urls[1], 3),
+        fill_disk
+    );
+    std::fs::remove_file(&filler).unwrap();
     for (got, body) in [(a, &bodies[0]), (b, &bodies[1])] {
         let want = sha256_hex(body);
         for (cache, digest) in got {
@@ -242,6 +254,15 @@ async fn max_size_evicts_the_least_recently_read_and_keeps_every_response_whole(
     let (cache, body) = get(5).await;
     assert_eq!(cache, "MISS");
     assert_eq!(body, bodies[5]);
+    // A file larger than the whole limit is passed through, and evicts nothing for it.
+    let huge = test_bytes(25 << 20, 150);
+    up.put("files/huge.bin", huge.clone());
+    let r = c.get(proxy.remote("gen", "huge.bin")).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "BYPASS");
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha256_hex(&huge));
+    for fav in [0, 1] {
+        assert_eq!(get(fav).await.0, "HIT", "f{fav:02} after the huge file");
+    }
     let metrics = get_text(&c, &proxy.url("/metrics")).await;
     assert!(
         metrics.contains(r#"artifactapi_evictions_total{reason="max_size",repository="gen"}"#),

@@ -100,10 +100,15 @@ async fn count_cache(engine: Arc<Engine>) {
                 }
             });
             if let Err(e) = seeded.await {
-                tracing::warn!(error = %e, "could not count cached objects");
+                tracing::warn!(error = %e, "could not count cached objects; eviction stays off");
+                return;
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not count cached objects"),
+        Err(e) => {
+            // Evicting from an index that lacks the old objects would pick only new ones.
+            tracing::warn!(error = %e, "could not count cached objects; eviction stays off until a restart");
+            return;
+        }
     }
     cache.usage.mark_seeded();
 }

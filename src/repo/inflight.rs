@@ -114,6 +114,11 @@ impl Inflight {
     }
 
     /// Number of fills in flight.
+    /// True while a fill of `key` runs in this process.
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.lock().expect("inflight lock").contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().expect("inflight lock").len()
     }

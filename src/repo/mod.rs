@@ -103,30 +103,54 @@ pub struct Engine {
 impl Cache {
     /// Makes room for `extra` more bytes at `key`, evicting the least recently read remote
     /// objects as the limits require (`storage.max_size`, the remote's `cache.max_size`,
-    /// `storage.min_free`). False when the room cannot be made: the caller then passes the
-    /// body through uncached. `key` itself is never evicted.
-    pub async fn make_room(&self, key: &str, extra: u64) -> bool {
+    /// `storage.min_free`), and reserves it until the returned guard is dropped. `None` when
+    /// the room cannot be made (the object is larger than a limit, or not enough can be
+    /// evicted): the caller then passes the body through uncached. Nothing is evicted for an
+    /// object that could not fit anyway. `key`, and objects being filled, are never evicted.
+    pub async fn make_room(&self, key: &str, extra: u64) -> Option<usage::Reservation<'_>> {
         let repo = key.split_once('/').map_or(key, |(r, _)| r);
+        let limited = self.usage.max_size.is_some() || self.usage.repo_limit(repo).is_some();
+        let space = self.storage.object_space();
+        let disk_fits = |space: Option<(u64, u64)>, reserved: u64| match space {
+            Some((free, total)) => {
+                free.saturating_sub(reserved)
+                    >= extra.saturating_add(self.limits.min_free.of(total))
+            }
+            None => self.storage.has_room_for(extra),
+        };
+        // Larger than a limit: evicting everything would not help.
+        let too_large = self.usage.max_size.is_some_and(|m| extra > m)
+            || self.usage.repo_limit(repo).is_some_and(|m| extra > m)
+            || space.is_some_and(|(_, total)| {
+                extra.saturating_add(self.limits.min_free.of(total)) > total
+            });
+        if too_large {
+            return None;
+        }
+        // No size limit and room on the disk: no need to wait for an eviction in progress.
+        if !limited && disk_fits(space, self.usage.reserved()) {
+            return Some(self.usage.reserve(repo, extra));
+        }
         let _one_at_a_time = self.evicting.lock().await;
         if self.usage.is_seeded() {
+            let skip = |k: &str| k == key || self.inflight.contains(k);
             for (reason, scope, over) in self.usage.excess(repo, extra) {
-                self.evict(scope.as_deref(), over, key, reason).await;
+                self.evict(scope.as_deref(), over, &skip, reason).await;
             }
             if let Some((free, total)) = self.storage.object_space() {
-                let keep = self.limits.min_free.of(total);
-                let short = (extra + keep).saturating_sub(free);
+                let want = extra
+                    .saturating_add(self.limits.min_free.of(total))
+                    .saturating_add(self.usage.reserved());
+                let short = want.saturating_sub(free);
                 if short > 0 {
-                    self.evict(None, short, key, usage::EvictReason::MinFree)
+                    self.evict(None, short, &skip, usage::EvictReason::MinFree)
                         .await;
                 }
             }
         }
-        let fits_limits = self.usage.excess(repo, extra).is_empty();
-        let fits_disk = match self.storage.object_space() {
-            Some((free, total)) => free >= extra + self.limits.min_free.of(total),
-            None => self.storage.has_room_for(extra),
-        };
-        fits_limits && fits_disk
+        let fits = self.usage.excess(repo, extra).is_empty()
+            && disk_fits(self.storage.object_space(), self.usage.reserved());
+        fits.then(|| self.usage.reserve(repo, extra))
     }
 
     /// When the object at `key` (with record `meta`) was last read, as far as this process
@@ -156,8 +180,14 @@ impl Cache {
     /// Evicts the least recently read objects (of `repo`, or of any remote) until `bytes` are
     /// freed or none is left; record first, so that a reader sees a miss, never a record
     /// without its object. An object being read stays readable by whoever has it open.
-    async fn evict(&self, repo: Option<&str>, bytes: u64, keep: &str, reason: usage::EvictReason) {
-        let victims = self.usage.victims(repo, bytes, keep);
+    async fn evict(
+        &self,
+        repo: Option<&str>,
+        bytes: u64,
+        skip: &(dyn Fn(&str) -> bool + Sync),
+        reason: usage::EvictReason,
+    ) {
+        let victims = self.usage.victims(repo, bytes, skip);
         self.remove_evicted(victims, reason).await;
     }
 

@@ -60,6 +60,13 @@ struct Inner {
     repos: HashMap<String, RepoUsage>,
     /// Bytes of all remote objects.
     remote_bytes: u64,
+    /// Bytes promised to fills that are writing, in all and per repository.
+    reserved: u64,
+    reserved_by_repo: HashMap<String, u64>,
+    /// Until the start-up scan is done: keys stored (`Some(size)`) or removed (`None`) since
+    /// the process started that the index does not track (removed remote objects, local
+    /// files). The scan skips them, so that nothing is counted twice or brought back.
+    before_seed: HashMap<Box<str>, Option<u64>>,
 }
 
 /// The cache's usage, shared by every repository.
@@ -118,18 +125,20 @@ impl Usage {
 
     /// The start-up scan is done.
     pub fn mark_seeded(&self) {
+        let mut inner = self.lock();
         self.seeded.store(true, Ordering::Release);
+        inner.before_seed = HashMap::new();
     }
 
-    /// An object found by the start-up scan, last read at `read_ms`. Objects stored since the
-    /// process started are already known and are left as they are.
+    /// An object found by the start-up scan, last read at `read_ms`. Objects stored or removed
+    /// since the process started are already accounted for and are left as they are.
     pub fn seed(&self, key: &str, size: u64, read_ms: u64, metrics: &Metrics) {
         let mut inner = self.lock();
         let repo = repo_of(key);
+        if inner.objects.contains_key(key) || inner.before_seed.contains_key(key) {
+            return;
+        }
         if self.evictable.contains_key(repo) {
-            if inner.objects.contains_key(key) {
-                return;
-            }
             let read = read_ms.saturating_mul(1000);
             inner.objects.insert(key.into(), Tracked { size, read });
             inner.remote_bytes += size;
@@ -137,37 +146,85 @@ impl Usage {
         add(&mut inner, repo, size as i64, 1, metrics);
     }
 
-    /// An object was stored at `key` (replacing one of `previous` bytes, if any).
+    /// An object was stored at `key`. `previous` is the size of the object it replaced, as
+    /// storage said; for remote objects the index's own knowledge is used instead.
     pub fn stored(&self, key: &str, size: u64, previous: Option<u64>, metrics: &Metrics) {
         let mut inner = self.lock();
         let repo = repo_of(key);
-        let objects = if previous.is_some() { 0 } else { 1 };
-        let delta = size as i64 - previous.unwrap_or(0) as i64;
-        if self.evictable.contains_key(repo) {
-            let old = inner.objects.insert(
-                key.into(),
-                Tracked {
-                    size,
-                    read: stamp(),
-                },
-            );
-            inner.remote_bytes = inner.remote_bytes + size - old.map_or(0, |t| t.size);
-        }
-        add(&mut inner, repo, delta, objects, metrics);
+        let old = if self.evictable.contains_key(repo) {
+            let old = inner
+                .objects
+                .insert(
+                    key.into(),
+                    Tracked {
+                        size,
+                        read: stamp(),
+                    },
+                )
+                .map(|t| t.size);
+            inner.remote_bytes = inner.remote_bytes + size - old.unwrap_or(0);
+            old
+        } else if !self.is_seeded() {
+            // Counted only if it was stored since the start; the scan skips it either way.
+            inner.before_seed.insert(key.into(), Some(size)).flatten()
+        } else {
+            previous
+        };
+        let objects = if old.is_some() { 0 } else { 1 };
+        add(
+            &mut inner,
+            repo,
+            size as i64 - old.unwrap_or(0) as i64,
+            objects,
+            metrics,
+        );
     }
 
-    /// The object at `key`, of `size` bytes, is gone.
+    /// The object at `key`, of `size` bytes (as storage said), is gone.
     pub fn removed(&self, key: &str, size: u64, metrics: &Metrics) {
         let mut inner = self.lock();
         let repo = repo_of(key);
-        let size = match inner.objects.remove(key) {
-            Some(t) => {
-                inner.remote_bytes -= t.size;
-                t.size
+        let counted = if self.evictable.contains_key(repo) {
+            let tracked = inner.objects.remove(key).map(|t| t.size);
+            if let Some(t) = tracked {
+                inner.remote_bytes -= t;
+            } else if !self.is_seeded() {
+                inner.before_seed.insert(key.into(), None);
             }
-            None => size,
+            // An untracked remote object (one without a record) was never counted.
+            tracked
+        } else if !self.is_seeded() {
+            inner.before_seed.insert(key.into(), None).flatten()
+        } else {
+            Some(size)
         };
-        add(&mut inner, repo, -(size as i64), -1, metrics);
+        if let Some(size) = counted {
+            add(&mut inner, repo, -(size as i64), -1, metrics);
+        }
+    }
+
+    /// Promises `bytes` to a fill of `repo` until the returned guard is dropped, so that
+    /// concurrent fills do not all count on the same room.
+    pub fn reserve(&self, repo: &str, bytes: u64) -> Reservation<'_> {
+        let mut inner = self.lock();
+        inner.reserved = inner.reserved.saturating_add(bytes);
+        let r = inner.reserved_by_repo.entry(repo.to_string()).or_default();
+        *r = r.saturating_add(bytes);
+        Reservation {
+            usage: self,
+            repo: repo.to_string(),
+            bytes,
+        }
+    }
+
+    /// Bytes promised to fills that are writing now.
+    pub fn reserved(&self) -> u64 {
+        self.lock().reserved
+    }
+
+    /// The limit of `repo` (its `cache.max_size`), if it is a remote with one.
+    pub fn repo_limit(&self, repo: &str) -> Option<u64> {
+        self.evictable.get(repo).copied().flatten()
     }
 
     /// The object at `key` was read.
@@ -198,14 +255,22 @@ impl Usage {
         let inner = self.lock();
         let mut out = Vec::new();
         if let Some(max) = self.max_size {
-            let over = (inner.remote_bytes + extra).saturating_sub(max);
+            let over = inner
+                .remote_bytes
+                .saturating_add(inner.reserved)
+                .saturating_add(extra)
+                .saturating_sub(max);
             if over > 0 {
                 out.push((EvictReason::MaxSize, None, over));
             }
         }
         if let Some(Some(max)) = self.evictable.get(repo) {
             let used = inner.repos.get(repo).map_or(0, |u| u.bytes);
-            let over = (used + extra).saturating_sub(*max);
+            let reserved = inner.reserved_by_repo.get(repo).copied().unwrap_or(0);
+            let over = used
+                .saturating_add(reserved)
+                .saturating_add(extra)
+                .saturating_sub(*max);
             if over > 0 {
                 out.push((EvictReason::RepositoryMaxSize, Some(repo.to_string()), over));
             }
@@ -228,14 +293,19 @@ impl Usage {
     }
 
     /// The least recently read remote objects (of `repo`, or of every remote) whose sizes add
-    /// up to at least `bytes`, oldest first; fewer when there are not enough. `keep` is never
-    /// picked (the object being stored).
-    pub fn victims(&self, repo: Option<&str>, bytes: u64, keep: &str) -> Vec<(String, u64)> {
+    /// up to at least `bytes`, oldest first; fewer when there are not enough. Keys for which
+    /// `skip` holds (the object being stored, objects being filled) are never picked.
+    pub fn victims(
+        &self,
+        repo: Option<&str>,
+        bytes: u64,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Vec<(String, u64)> {
         let inner = self.lock();
         let mut candidates: Vec<(u64, &str, u64)> = inner
             .objects
             .iter()
-            .filter(|(k, _)| &***k != keep && repo.is_none_or(|r| repo_of(k) == r))
+            .filter(|(k, _)| repo.is_none_or(|r| repo_of(k) == r) && !skip(k))
             .map(|(k, t)| (t.read, &**k, t.size))
             .collect();
         candidates.sort_unstable_by_key(|(read, k, _)| (*read, *k));
@@ -249,6 +319,23 @@ impl Usage {
             out.push((k.to_string(), size));
         }
         out
+    }
+}
+
+/// Bytes promised to one fill; given back when dropped.
+pub struct Reservation<'a> {
+    usage: &'a Usage,
+    repo: String,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.usage.lock();
+        inner.reserved = inner.reserved.saturating_sub(self.bytes);
+        if let Some(r) = inner.reserved_by_repo.get_mut(&self.repo) {
+            *r = r.saturating_sub(self.bytes);
+        }
     }
 }
 
@@ -269,6 +356,83 @@ fn add(inner: &mut Inner, repo: &str, bytes: i64, objects: i64, metrics: &Metric
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_before_the_start_up_scan_are_neither_lost_nor_counted_twice() {
+        let metrics = Metrics::new();
+        let usage = Usage::new(HashMap::from([("r".to_string(), None)]), None);
+        // Before the scan: a remote object replaced, one removed, a local file stored, one
+        // removed, one stored twice.
+        usage.stored("r/replaced", 10, Some(7), &metrics);
+        usage.removed("r/gone", 5, &metrics);
+        usage.stored("l/new", 3, None, &metrics);
+        usage.removed("l/deleted", 4, &metrics);
+        usage.stored("l/twice", 2, Some(9), &metrics);
+        usage.stored("l/twice", 6, Some(2), &metrics);
+        // The scan's snapshot still has the old states of all of them.
+        for (k, size) in [
+            ("r/replaced", 7),
+            ("r/gone", 5),
+            ("r/kept", 1),
+            ("l/new", 3),
+            ("l/deleted", 4),
+            ("l/twice", 9),
+            ("l/old", 8),
+        ] {
+            usage.seed(k, size, 0, &metrics);
+        }
+        usage.mark_seeded();
+        assert_eq!(
+            usage.of("r"),
+            RepoUsage {
+                bytes: 11,
+                objects: 2
+            }
+        );
+        assert_eq!(usage.remote_bytes(), 11);
+        assert_eq!(
+            usage.of("l"),
+            RepoUsage {
+                bytes: 17,
+                objects: 3
+            }
+        );
+        // After it, storage's word is used for local files, the index's for remote objects.
+        usage.stored("l/old", 10, Some(8), &metrics);
+        usage.stored("r/kept", 4, None, &metrics);
+        usage.removed("r/never-recorded", 100, &metrics);
+        assert_eq!(
+            usage.of("l"),
+            RepoUsage {
+                bytes: 19,
+                objects: 3
+            }
+        );
+        assert_eq!(
+            usage.of("r"),
+            RepoUsage {
+                bytes: 14,
+                objects: 2
+            }
+        );
+    }
+
+    #[test]
+    fn reservations_count_against_the_limits_until_dropped() {
+        let usage = Usage::new(HashMap::from([("r".to_string(), Some(100))]), Some(150));
+        let a = usage.reserve("r", 60);
+        assert_eq!(
+            usage.excess("r", 50),
+            vec![(EvictReason::RepositoryMaxSize, Some("r".into()), 10)]
+        );
+        let b = usage.reserve("s", 80);
+        assert_eq!(usage.excess("r", 20)[0], (EvictReason::MaxSize, None, 10));
+        drop((a, b));
+        assert!(usage.excess("r", 100).is_empty());
+        assert_eq!(usage.reserved(), 0);
+        // Sizes near u64::MAX do not wrap.
+        assert!(!usage.excess("r", u64::MAX).is_empty());
+    }
 
     #[test]
     fn victims_are_the_least_recently_read_and_local_content_is_never_one() {
@@ -297,11 +461,11 @@ mod tests {
                 (EvictReason::RepositoryMaxSize, Some("r".into()), 70)
             ]
         );
-        let v = usage.victims(Some("r"), 70, "r/new");
+        let v = usage.victims(Some("r"), 70, &|k| k == "r/new");
         assert_eq!(v, vec![("r/older".into(), 40), ("r/old".into(), 40)]);
         // A read makes an object the most recent.
         usage.read("r/older");
-        let v = usage.victims(None, 1, "none");
+        let v = usage.victims(None, 1, &|_| false);
         assert_eq!(v, vec![("r/old".into(), 40)]);
         assert_eq!(
             usage.unused("r", std::time::Duration::from_secs(60)),
@@ -318,7 +482,7 @@ mod tests {
         );
         assert!(
             usage
-                .victims(None, 10_000, "none")
+                .victims(None, 10_000, &|_| false)
                 .iter()
                 .all(|(k, _)| !k.starts_with("local/"))
         );

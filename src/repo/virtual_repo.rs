@@ -155,19 +155,9 @@ impl Misses {
         let list: Vec<String> = self
             .failed
             .iter()
-            .map(|(m, e)| format!("{m}: {}", public_message(e)))
+            .map(|(m, e)| format!("{m}: {}", e.client_message()))
             .collect();
         Error::MembersFailed(list.join("; "))
-    }
-}
-
-/// An error's message as a client may see it (backend details stay in the log).
-fn public_message(e: &Error) -> String {
-    match e {
-        Error::Storage { .. } | Error::Metadata { .. } => {
-            "the cache backend is unavailable".to_string()
-        }
-        e => e.to_string(),
     }
 }
 

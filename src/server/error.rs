@@ -76,22 +76,6 @@ impl ApiError {
     }
 }
 
-/// The message a client sees for `error`. Backend and transport details (internal URLs,
-/// addresses, errno) stay in the log, which gets the whole cause of every 5xx.
-fn client_message(error: &Error) -> String {
-    match error {
-        Error::Storage { .. } | Error::Metadata { .. } => {
-            "the cache backend is unavailable; retry later".to_string()
-        }
-        Error::UpstreamUnreachable(_) => "the upstream could not be reached".to_string(),
-        Error::UpstreamTimeout(_) => "the upstream did not answer in time".to_string(),
-        Error::RedirectRefused(_) => {
-            "the upstream redirected to an address this remote may not reach".to_string()
-        }
-        e => e.to_string(),
-    }
-}
-
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         ApiError::new(error)
@@ -101,7 +85,7 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = ApiError::status_and_code(&self.error);
-        let message = client_message(&self.error);
+        let message = self.error.client_message();
         if status.is_server_error() {
             tracing::error!(
                 remote = self.remote.as_deref(),
@@ -204,7 +188,7 @@ impl IntoResponse for RegistryError {
         let (status, code) = self.status_and_code();
         // Reuse the JSON API's logging, hiding and extra headers, then swap in the body.
         let api = ApiError::new(self.error.clone()).into_response();
-        let message = client_message(&self.error);
+        let message = self.error.client_message();
         // The registry codes are a fixed set; the detail names a refused redirect as the JSON
         // API does.
         let detail = match &self.error {

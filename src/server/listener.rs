@@ -63,7 +63,10 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_timeout)
-        .keep_alive_timeout(limits.header_timeout);
+        .keep_alive_timeout(limits.header_timeout)
+        // Bounded per connection, as for HTTP/1: streams at once and bytes queued per stream.
+        .max_concurrent_streams(100)
+        .max_send_buf_size(WRITE_BUFFER);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(AtomicUsize::new(0));

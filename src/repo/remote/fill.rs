@@ -118,10 +118,12 @@ impl RemoteRepo {
             }
             Ok(Answer::NotFound) => {
                 self.remember_not_found(key).await;
-                if stale.is_some() {
+                if let Some(old) = &stale {
                     // Upstream removed it: drop our copy too.
                     let _ = self.cache.meta.delete(key).await;
-                    let _ = self.cache.storage.delete(key).await;
+                    if let Ok(true) = self.cache.storage.delete(key).await {
+                        self.cache.usage.removed(key, old.size, &self.cache.metrics);
+                    }
                 }
                 tx.finish(FillState::Failed(Error::NotFound))
             }
@@ -180,13 +182,18 @@ impl RemoteRepo {
         {
             return Err(Error::TooLargeToCache { limit });
         }
-        if let Some(len) = head.content_length
-            && !self.cache.make_room(&fetch.key, len).await
-        {
-            return Err(Error::storage(format!("no room for {len} bytes"))(
-                std::io::ErrorKind::StorageFull.into(),
-            ));
-        }
+        // The room for a body of known length is reserved until it is recorded.
+        let _room = match head.content_length {
+            Some(len) => match self.cache.make_room(&fetch.key, len).await {
+                Some(room) => Some(room),
+                None => {
+                    return Err(Error::storage(format!("no room for {len} bytes"))(
+                        std::io::ErrorKind::StorageFull.into(),
+                    ));
+                }
+            },
+            None => None,
+        };
         let mut writer = self.cache.storage.writer(&fetch.key).await?;
         let spool = writer
             .spool_reader()
@@ -296,9 +303,9 @@ impl RemoteRepo {
         cache
             .usage
             .stored(key, size, previous.map(|p| p.size), &cache.metrics);
-        if head_length_unknown && !cache.usage.excess(&self.name, 0).is_empty() {
+        if head_length_unknown {
             // A body of unannounced length may have taken the cache past a limit.
-            cache.make_room(key, 0).await;
+            drop(cache.make_room(key, 0).await);
         }
         self.manifest_committed(fetch, &meta).await;
         tracing::info!(repository = %self.name, key, bytes = received.size, "cached");

@@ -278,6 +278,9 @@ impl RemoteRepo {
             ..meta.clone()
         };
         self.cache.record_committed(alias, &alias_meta).await?;
+        self.cache
+            .usage
+            .stored(alias, alias_meta.size, None, &self.cache.metrics);
         Ok(true)
     }
 }

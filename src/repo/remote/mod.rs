@@ -273,6 +273,9 @@ impl RemoteRepo {
                 }
                 // The object went away underneath its record (flushed by another process).
                 self.cache.meta.delete(&key).await?;
+                self.cache
+                    .usage
+                    .removed(&key, meta.size, &self.cache.metrics);
             }
             Some(_) => {}
             None => {
