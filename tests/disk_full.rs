@@ -112,9 +112,16 @@ async fn fills_that_run_out_of_space_mid_way_still_give_every_client_the_whole_b
     let proxy = Proxy::start_in(&fs.data(), &generic(&up));
     let urls: Vec<_> = names.iter().map(|n| proxy.remote("gen", n)).collect();
     let filler = fs.path.join("filler");
+    let data = fs.data();
     let fill_disk = async {
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        // As much as the disk takes; the write fails once it is full.
+        // Once the first fill has written a few MiB (it has reserved its room by then), take
+        // as much of the disk as it gives; the write fails once the disk is full.
+        for _ in 0..500 {
+            if used_bytes(&data) > 4 << 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let _ = std::fs::write(&filler, vec![0u8; 20 << 20]);
     };
     let (a, b, ()) = tokio::join!(
