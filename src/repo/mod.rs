@@ -108,7 +108,7 @@ impl Cache {
     /// evicted): the caller then passes the body through uncached. Nothing is evicted for an
     /// object that could not fit anyway. `key`, and objects being filled, are never evicted.
     pub async fn make_room(&self, key: &str, extra: u64) -> Option<usage::Reservation<'_>> {
-        let repo = key.split_once('/').map_or(key, |(r, _)| r);
+        let repo = usage::repo_of(key);
         let limited = self.usage.max_size.is_some() || self.usage.repo_limit(repo).is_some();
         let space = self.storage.object_space();
         let disk_fits = |space: Option<(u64, u64)>, reserved: u64| match space {
@@ -201,10 +201,9 @@ impl Cache {
                 Ok(_) => {
                     self.hot.forget(&victim);
                     self.usage.removed(&victim, size, &self.metrics);
-                    let victim_repo = victim.split_once('/').map_or(victim.as_str(), |(r, _)| r);
                     self.metrics
                         .evictions
-                        .with_label_values(&[victim_repo, reason.as_str()])
+                        .with_label_values(&[usage::repo_of(&victim), reason.as_str()])
                         .inc();
                     tracing::debug!(
                         key = victim,

@@ -98,7 +98,7 @@ fn stamp() -> u64 {
 }
 
 /// The repository of storage key `key` (its first segment).
-fn repo_of(key: &str) -> &str {
+pub fn repo_of(key: &str) -> &str {
     key.split_once('/').map_or(key, |(r, _)| r)
 }
 
