@@ -83,34 +83,26 @@ fn connection_cap(configured: usize) -> usize {
 /// background: start-up does not wait for it, and eviction begins once it is done. On the
 /// filesystem an object's last read is its file's access time, else when it was fetched.
 async fn count_cache(engine: Arc<Engine>) {
-    let cache = &engine.cache;
-    match cache.meta.list("").await {
-        Ok(entries) => {
-            let engine = engine.clone();
-            let seeded = tokio::task::spawn_blocking(move || {
-                let cache = &engine.cache;
-                for e in entries {
-                    let read_ms = cache
-                        .storage
-                        .accessed_ms(&e.key)
-                        .unwrap_or(e.meta.fetched_at_ms);
-                    cache
-                        .usage
-                        .seed(&e.key, e.meta.size, read_ms, &cache.metrics);
-                }
-            });
-            if let Err(e) = seeded.await {
-                tracing::warn!(error = %e, "could not count cached objects; eviction stays off");
-                return;
-            }
-        }
-        Err(e) => {
-            // Evicting from an index that lacks the old objects would pick only new ones.
-            tracing::warn!(error = %e, "could not count cached objects; eviction stays off until a restart");
-            return;
-        }
+    let cache = engine.cache.clone();
+    let counted = engine
+        .cache
+        .meta
+        .each("", move |e| {
+            let read_ms = cache
+                .storage
+                .accessed_ms(&e.key)
+                .unwrap_or(e.meta.fetched_at_ms);
+            cache
+                .usage
+                .seed(&e.key, e.meta.size, read_ms, &cache.metrics);
+        })
+        .await;
+    if let Err(e) = counted {
+        // Evicting from an index that lacks the old objects would pick only new ones.
+        tracing::warn!(error = %e, "could not count cached objects; eviction stays off until a restart");
+        return;
     }
-    cache.usage.mark_seeded();
+    engine.cache.usage.mark_seeded();
 }
 
 /// Evicts what the remotes with `cache.evict_unused_after` have not read for that long, every

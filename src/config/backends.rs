@@ -130,7 +130,7 @@ pub(crate) struct StorageFile {
     /// Remote bodies larger than this are passed through to clients uncached.
     #[serde(default)]
     pub max_object_size: Option<ByteSize>,
-    /// Bytes of cached remote content, at most; the least recently read go first.
+    /// Bytes of cached remote content, at most; the objects worth least to keep go first.
     #[serde(default)]
     pub max_size: Option<ByteSize>,
     /// Space that stays free on the data directory's file system (default 5%).

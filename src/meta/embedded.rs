@@ -195,24 +195,41 @@ impl EmbeddedMeta {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<MetaEntry>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.each(prefix, move |entry| {
+            let _ = tx.send(entry);
+        })
+        .await?;
+        let mut out: Vec<MetaEntry> = rx.try_iter().collect();
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Calls `f` with every record under the directory `prefix`, one at a time, off the async
+    /// workers: nothing is collected, however many records there are. A key with both a
+    /// current and a legacy record is reported once, with the current. In no set order.
+    pub async fn each<F>(&self, prefix: &str, mut f: F) -> Result<()>
+    where
+        F: FnMut(MetaEntry) + Send + 'static,
+    {
         let root = self.root.clone();
         let prefix = prefix.trim_end_matches('/').to_string();
-        tokio::task::spawn_blocking(move || -> io::Result<Vec<MetaEntry>> {
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
             let start = if prefix.is_empty() {
                 root.clone()
             } else {
                 root.join(&prefix)
             };
-            let mut out = Vec::new();
             walk(&start, &mut |path, _| {
                 let Some(rel) = path.strip_prefix(&root).ok().and_then(|r| r.to_str()) else {
                     return;
                 };
-                let (key, legacy) = match rel.strip_suffix(SUFFIX) {
-                    Some(key) => (key, false),
+                let key = match rel.strip_suffix(SUFFIX) {
+                    Some(key) => key,
                     None => match rel.strip_suffix(LEGACY_SUFFIX) {
-                        Some(key) => (key, true),
-                        None => return,
+                        // Only when the current record is absent.
+                        Some(key) if !root.join(format!("{key}{SUFFIX}")).is_file() => key,
+                        _ => return,
                     },
                 };
                 if path
@@ -225,19 +242,13 @@ impl EmbeddedMeta {
                 if let Ok(bytes) = std::fs::read(path)
                     && let Ok(meta) = serde_json::from_slice(&bytes)
                 {
-                    out.push((
-                        legacy,
-                        MetaEntry {
-                            key: key.to_string(),
-                            meta,
-                        },
-                    ));
+                    let entry = MetaEntry {
+                        key: key.to_string(),
+                        meta,
+                    };
+                    f(entry);
                 }
-            })?;
-            // A key with both a current and a legacy record is listed once, with the current.
-            out.sort_by(|(a_legacy, a), (b_legacy, b)| (&a.key, a_legacy).cmp(&(&b.key, b_legacy)));
-            out.dedup_by(|later, first| later.1.key == first.1.key);
-            Ok(out.into_iter().map(|(_, entry)| entry).collect())
+            })
         })
         .await
         .map_err(|e| Error::metadata("listing records")(io::Error::other(e.to_string())))?

@@ -126,6 +126,28 @@ impl MetaStore {
         }
     }
 
+    /// Calls `f` with every record under the directory `prefix`, in no set order, off the
+    /// async workers. The embedded backend walks its records one at a time and holds none of
+    /// them; Redis lists the keys first (SCAN may repeat one), then reads them in batches.
+    pub async fn each<F>(&self, prefix: &str, mut f: F) -> Result<()>
+    where
+        F: FnMut(MetaEntry) + Send + 'static,
+    {
+        match self {
+            MetaStore::Embedded(m) => m.each(prefix, f).await,
+            MetaStore::Redis(m) => {
+                let entries = m.list(prefix).await?;
+                tokio::task::spawn_blocking(move || entries.into_iter().for_each(&mut f))
+                    .await
+                    .map_err(|e| {
+                        crate::error::Error::metadata("listing records")(std::io::Error::other(
+                            e.to_string(),
+                        ))
+                    })
+            }
+        }
+    }
+
     /// True while an upstream 404 for `key` is remembered.
     pub async fn is_negative(&self, key: &str) -> Result<bool> {
         match self {

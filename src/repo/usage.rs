@@ -7,9 +7,11 @@
 //! starts, the index is seeded in the background from the metadata records, with the object
 //! file's access time (relatime: at most a day late) where the filesystem has one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use indexmap::IndexMap;
 
 use crate::metrics::Metrics;
 
@@ -50,12 +52,35 @@ struct Tracked {
     size: u64,
     /// Last read, as a [`stamp`].
     read: u64,
+    /// Reads since it was cached (the fill counts as one).
+    hits: u32,
+    /// The inflation value when it was last read or stored: see [`Inner::inflation`].
+    base: f64,
 }
+
+impl Tracked {
+    /// The object's worth under GDSF: objects read often and small ones are kept longest.
+    /// The square root weighs size less than plain GDSF does (hits / size), so that large
+    /// popular objects are still kept: that keeps the byte hit ratio up with the object one.
+    fn priority(&self) -> f64 {
+        self.base + f64::from(self.hits) / (self.size.max(1) as f64).sqrt()
+    }
+}
+
+/// Every remote repository's objects: a map that can also be sampled by position.
+type Objects = IndexMap<Box<str>, Tracked>;
+
+/// At most this many objects are looked at to choose one victim. Below this many candidates
+/// the choice is exact.
+const SAMPLE: usize = 64;
+
+/// The best candidates kept between the draws of one eviction.
+const POOL: usize = 256;
 
 #[derive(Default)]
 struct Inner {
-    /// Remote objects by key: the candidates for eviction.
-    objects: HashMap<Box<str>, Tracked>,
+    /// Remote objects by repository, then by key: the candidates for eviction.
+    objects: HashMap<String, Objects>,
     /// Every repository's totals, local ones included.
     repos: HashMap<String, RepoUsage>,
     /// Bytes of all remote objects.
@@ -67,8 +92,79 @@ struct Inner {
     /// the process started that the index does not track (removed remote objects, local
     /// files). The scan skips them, so that nothing is counted twice or brought back.
     before_seed: HashMap<Box<str>, Option<u64>>,
+    /// GDSF's inflation value: the priority of the last object evicted. An object read or
+    /// stored now starts from it, so objects that were popular long ago age out.
+    inflation: f64,
+    /// State of the sampler's xorshift generator.
+    rng: u64,
 }
 
+impl Inner {
+    fn tracked(&self, key: &str) -> Option<&Tracked> {
+        self.objects.get(repo_of(key))?.get(key)
+    }
+
+    fn tracked_mut(&mut self, key: &str) -> Option<&mut Tracked> {
+        self.objects.get_mut(repo_of(key))?.get_mut(key)
+    }
+
+    fn remove_tracked(&mut self, key: &str) -> Option<Tracked> {
+        let map = self.objects.get_mut(repo_of(key))?;
+        let t = map.swap_remove(key);
+        if map.is_empty() {
+            self.objects.remove(repo_of(key));
+        }
+        t
+    }
+
+    fn next_random(&mut self) -> u64 {
+        if self.rng == 0 {
+            self.rng = crate::now_ms() | 1;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Up to [`SAMPLE`] candidates from the maps in `maps` (all of them when they hold no
+    /// more), as (priority, last read, map, index).
+    fn sample(&mut self, maps: &[&str], out: &mut Vec<(f64, u64, usize, usize)>) {
+        out.clear();
+        let lens: Vec<usize> = maps
+            .iter()
+            .map(|r| self.objects.get(*r).map_or(0, |m| m.len()))
+            .collect();
+        let total: usize = lens.iter().sum();
+        let push = |inner: &Inner, m: usize, i: usize, out: &mut Vec<_>| {
+            if let Some((_, t)) = inner.objects.get(maps[m]).and_then(|o| o.get_index(i)) {
+                out.push((t.priority(), t.read, m, i));
+            }
+        };
+        if total <= SAMPLE {
+            for (m, len) in lens.iter().enumerate() {
+                for i in 0..*len {
+                    push(self, m, i, out);
+                }
+            }
+            return;
+        }
+        for _ in 0..SAMPLE {
+            let mut at = (self.next_random() % total as u64) as usize;
+            let m = lens
+                .iter()
+                .position(|len| {
+                    let here = at < *len;
+                    if !here {
+                        at -= len;
+                    }
+                    here
+                })
+                .unwrap_or(0);
+            push(self, m, at, out);
+        }
+    }
+}
 /// The cache's usage, shared by every repository.
 pub struct Usage {
     inner: Mutex<Inner>,
@@ -135,12 +231,23 @@ impl Usage {
     pub fn seed(&self, key: &str, size: u64, read_ms: u64, metrics: &Metrics) {
         let mut inner = self.lock();
         let repo = repo_of(key);
-        if inner.objects.contains_key(key) || inner.before_seed.contains_key(key) {
+        if inner.tracked(key).is_some() || inner.before_seed.contains_key(key) {
             return;
         }
         if self.evictable.contains_key(repo) {
-            let read = read_ms.saturating_mul(1000);
-            inner.objects.insert(key.into(), Tracked { size, read });
+            // How often it was read before is not known: it starts as if cached just now,
+            // but without the inflation objects cached since the start have.
+            let tracked = Tracked {
+                size,
+                read: read_ms.saturating_mul(1000),
+                hits: 1,
+                base: 0.0,
+            };
+            inner
+                .objects
+                .entry(repo.to_string())
+                .or_default()
+                .insert(key.into(), tracked);
             inner.remote_bytes += size;
         }
         add(&mut inner, repo, size as i64, 1, metrics);
@@ -152,16 +259,20 @@ impl Usage {
         let mut inner = self.lock();
         let repo = repo_of(key);
         let old = if self.evictable.contains_key(repo) {
-            let old = inner
-                .objects
-                .insert(
-                    key.into(),
-                    Tracked {
-                        size,
-                        read: stamp(),
-                    },
-                )
-                .map(|t| t.size);
+            let base = inner.inflation;
+            let map = inner.objects.entry(repo.to_string()).or_default();
+            let (old, hits) = match map.get(key) {
+                // A refetch of an object that was cached: its reads still count.
+                Some(t) => (Some(t.size), t.hits.saturating_add(1)),
+                None => (None, 1),
+            };
+            let tracked = Tracked {
+                size,
+                read: stamp(),
+                hits,
+                base,
+            };
+            map.insert(key.into(), tracked);
             inner.remote_bytes = inner.remote_bytes + size - old.unwrap_or(0);
             old
         } else if !self.is_seeded() {
@@ -185,7 +296,7 @@ impl Usage {
         let mut inner = self.lock();
         let repo = repo_of(key);
         let counted = if self.evictable.contains_key(repo) {
-            let tracked = inner.objects.remove(key).map(|t| t.size);
+            let tracked = inner.remove_tracked(key).map(|t| t.size);
             if let Some(t) = tracked {
                 inner.remote_bytes -= t;
             } else if !self.is_seeded() {
@@ -229,14 +340,18 @@ impl Usage {
 
     /// The object at `key` was read.
     pub fn read(&self, key: &str) {
-        if let Some(t) = self.lock().objects.get_mut(key) {
+        let mut inner = self.lock();
+        let base = inner.inflation;
+        if let Some(t) = inner.tracked_mut(key) {
             t.read = stamp();
+            t.hits = t.hits.saturating_add(1);
+            t.base = base;
         }
     }
 
     /// When the remote object at `key` was last read (ms since the epoch), if it is tracked.
     pub fn read_ms(&self, key: &str) -> Option<u64> {
-        self.lock().objects.get(key).map(|t| t.read / 1000)
+        self.lock().tracked(key).map(|t| t.read / 1000)
     }
 
     /// Bytes and objects of `repo`.
@@ -282,41 +397,82 @@ impl Usage {
     pub fn unused(&self, repo: &str, age: std::time::Duration) -> Vec<(String, u64)> {
         let cutoff = (crate::now_ms() * 1000).saturating_sub(age.as_micros() as u64);
         let inner = self.lock();
-        let mut out: Vec<(u64, String, u64)> = inner
-            .objects
+        let Some(map) = inner.objects.get(repo) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u64, String, u64)> = map
             .iter()
-            .filter(|(k, t)| t.read < cutoff && repo_of(k) == repo)
+            .filter(|(_, t)| t.read < cutoff)
             .map(|(k, t)| (t.read, k.to_string(), t.size))
             .collect();
         out.sort_unstable();
         out.into_iter().map(|(_, k, size)| (k, size)).collect()
     }
 
-    /// The least recently read remote objects (of `repo`, or of every remote) whose sizes add
-    /// up to at least `bytes`, oldest first; fewer when there are not enough. Keys for which
-    /// `skip` holds (the object being stored, objects being filled) are never picked.
+    /// The remote objects (of `repo`, or of every remote) worth least to keep whose sizes add
+    /// up to at least `bytes`, in the order they should go; fewer when there are not enough.
+    /// Keys for which `skip` holds (the object being stored, objects being filled) are never
+    /// picked.
+    ///
+    /// The policy is GDSF (greedy-dual size frequency) over samples: each victim is the one of
+    /// lowest [`Tracked::priority`] among the objects drawn at random so far ([`SAMPLE`] more
+    /// for each victim), or among all when there are no more than that. Sampling keeps the
+    /// lock short however large the cache is.
     pub fn victims(
         &self,
         repo: Option<&str>,
         bytes: u64,
         skip: &dyn Fn(&str) -> bool,
     ) -> Vec<(String, u64)> {
-        let inner = self.lock();
-        let mut candidates: Vec<(u64, &str, u64)> = inner
-            .objects
-            .iter()
-            .filter(|(k, _)| repo.is_none_or(|r| repo_of(k) == r) && !skip(k))
-            .map(|(k, t)| (t.read, &**k, t.size))
-            .collect();
-        candidates.sort_unstable_by_key(|(read, k, _)| (*read, *k));
+        let mut inner = self.lock();
+        let maps: Vec<String> = match repo {
+            Some(r) => vec![r.to_string()],
+            None => inner.objects.keys().cloned().collect(),
+        };
+        let maps: Vec<&str> = maps.iter().map(String::as_str).collect();
+        let mut chosen: HashSet<(usize, usize)> = HashSet::new();
         let mut out = Vec::new();
-        let mut freed = 0;
-        for (_, k, size) in candidates {
-            if freed >= bytes {
-                break;
+        let mut freed = 0u64;
+        // The best candidates seen so far in this call: each victim is the best of everything
+        // drawn, so a large eviction looks at many more objects than one sample.
+        let mut pool: Vec<(f64, u64, usize, usize)> = Vec::with_capacity(POOL + SAMPLE);
+        let mut sample = Vec::with_capacity(SAMPLE);
+        let mut fruitless = 0;
+        while freed < bytes {
+            inner.sample(&maps, &mut sample);
+            let exact = sample.len() < SAMPLE;
+            if exact {
+                pool.clear();
             }
-            freed += size;
-            out.push((k.to_string(), size));
+            pool.extend(sample.drain(..).filter(|(_, _, m, i)| {
+                !chosen.contains(&(*m, *i))
+                    && inner.objects[maps[*m]]
+                        .get_index(*i)
+                        .is_some_and(|(k, _)| !skip(k))
+            }));
+            // Of equal worth, the least recently read goes first.
+            pool.sort_unstable_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then(a.1.cmp(&b.1))
+                    .then((a.2, a.3).cmp(&(b.2, b.3)))
+            });
+            pool.dedup_by_key(|c| (c.2, c.3));
+            pool.truncate(POOL);
+            if pool.is_empty() {
+                // Everything drawn was skipped or chosen: try again a few times unless the
+                // draw was already everything.
+                fruitless += 1;
+                if exact || fruitless > 16 {
+                    break;
+                }
+                continue;
+            }
+            let (priority, _, m, i) = pool.remove(0);
+            chosen.insert((m, i));
+            let (key, t) = inner.objects[maps[m]].get_index(i).expect("sampled index");
+            freed += t.size;
+            out.push((key.to_string(), t.size));
+            inner.inflation = inner.inflation.max(priority);
         }
         out
     }
@@ -435,7 +591,7 @@ mod tests {
     }
 
     #[test]
-    fn victims_are_the_least_recently_read_and_local_content_is_never_one() {
+    fn victims_are_the_objects_worth_least_and_local_content_is_never_one() {
         let metrics = Metrics::new();
         let usage = Usage::new(
             HashMap::from([("r".to_string(), Some(100)), ("s".to_string(), None)]),
@@ -461,10 +617,20 @@ mod tests {
                 (EvictReason::RepositoryMaxSize, Some("r".into()), 70)
             ]
         );
+        // Equal in size and reads: the least recently read go first.
         let v = usage.victims(Some("r"), 70, &|k| k == "r/new");
         assert_eq!(v, vec![("r/older".into(), 40), ("r/old".into(), 40)]);
-        // A read makes an object the most recent.
+        // Of the same reads, the larger object goes first, even if read last.
+        let v = usage.victims(None, 1, &|_| false);
+        assert_eq!(v, vec![("s/x".into(), 100)]);
+        // An object read again is worth more than one read as often but later.
         usage.read("r/older");
+        let v = usage.victims(Some("r"), 1, &|_| false);
+        assert_eq!(v, vec![("r/old".into(), 40)]);
+        // Reads outweigh size: s/x read four times more is worth more than r/old.
+        for _ in 0..4 {
+            usage.read("s/x");
+        }
         let v = usage.victims(None, 1, &|_| false);
         assert_eq!(v, vec![("r/old".into(), 40)]);
         assert_eq!(
@@ -486,5 +652,56 @@ mod tests {
                 .iter()
                 .all(|(k, _)| !k.starts_with("local/"))
         );
+    }
+
+    #[test]
+    fn evicting_raises_the_worth_of_what_is_read_after_it() {
+        // Objects popular long ago age out: after evictions, a newly read object outranks one
+        // read more often before them.
+        let metrics = Metrics::new();
+        let usage = Usage::new(HashMap::from([("r".to_string(), None)]), None);
+        usage.stored("r/past", 100, None, &metrics);
+        for _ in 0..3 {
+            usage.read("r/past");
+        }
+        for i in 0..40 {
+            let key = format!("r/filler-{i}");
+            usage.stored(&key, 100, None, &metrics);
+            let victims = usage.victims(Some("r"), 100, &|k| k == key || k == "r/past");
+            for (k, size) in victims {
+                usage.removed(&k, size, &metrics);
+            }
+        }
+        usage.stored("r/now", 100, None, &metrics);
+        usage.read("r/now");
+        let v = usage.victims(Some("r"), 1, &|k| k.starts_with("r/filler"));
+        assert_eq!(v, vec![("r/past".into(), 100)]);
+    }
+
+    #[test]
+    fn a_large_cache_is_sampled_and_still_loses_its_least_worth_objects_first() {
+        let metrics = Metrics::new();
+        let usage = Usage::new(HashMap::from([("r".to_string(), None)]), None);
+        // 10,000 small objects read often, 100 large ones read once.
+        for i in 0..10_000 {
+            let key = format!("r/small-{i}");
+            usage.stored(&key, 1_000, None, &metrics);
+            usage.read(&key);
+        }
+        for i in 0..100 {
+            usage.stored(&format!("r/large-{i}"), 1_000_000, None, &metrics);
+        }
+        // Sampling is not exact: a few small objects may go too, but the room is made of large
+        // ones and no object is picked twice.
+        let v = usage.victims(None, 20_000_000, &|_| false);
+        let large = v.iter().filter(|(k, _)| k.starts_with("r/large-")).count();
+        assert_eq!(large, 20, "{v:?}");
+        assert!(
+            v.len() - large <= 100,
+            "{} small objects evicted",
+            v.len() - large
+        );
+        let distinct: HashSet<&String> = v.iter().map(|(k, _)| k).collect();
+        assert_eq!(distinct.len(), v.len());
     }
 }

@@ -111,7 +111,7 @@ impl RemoteRepo {
         status: CacheStatus,
         range: Option<ByteRange>,
     ) -> Result<Option<Served>> {
-        // In memory only: eviction picks the least recently read.
+        // In memory only: eviction weighs reads (SPEC §6.8).
         self.cache.usage.read(&fetch.key);
         if range.is_none() && self.cache.hot.wants(meta.size) {
             return self.serve_hot(fetch, meta, status).await;
