@@ -101,8 +101,8 @@ pub struct Engine {
 }
 
 impl Cache {
-    /// Makes room for `extra` more bytes at `key`, evicting the remote
-    /// objects worth least to keep as the limits require (`storage.max_size`, the remote's `cache.max_size`,
+    /// Makes room for `extra` more bytes at `key`, evicting the remote objects worth least to
+    /// keep as the limits require (`storage.max_size`, the remote's `cache.max_size`,
     /// `storage.min_free`), and reserves it until the returned guard is dropped. `None` when
     /// the room cannot be made (the object is larger than a limit, or not enough can be
     /// evicted): the caller then passes the body through uncached. Nothing is evicted for an
