@@ -552,3 +552,174 @@ async fn redis_and_garage_restarted_under_load() {
     assert_eq!(r.bytes().await.unwrap(), miss_body(i));
     assert_eq!(failed("after"), 0, "errors after both restarts");
 }
+
+/// The value of the sample `series` (name and labels, as the exposition prints them) in the
+/// metrics `p` serves, 0 when it is absent.
+async fn metric(c: &reqwest::Client, p: &Proxy, series: &str) -> f64 {
+    let text = c
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// GETs `url`; asserts a whole, correct body and returns `X-Cache`.
+async fn get_whole(c: &reqwest::Client, url: &str, want: &str, len: u64) -> String {
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    let cache = header(&r, "x-cache");
+    let (n, sha) = body_sha(r).await;
+    assert_eq!((n, sha.as_str()), (len, want), "{url} arrives whole");
+    cache
+}
+
+#[tokio::test]
+async fn two_replicas_keep_the_shared_total_under_max_size() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    const SIZE: usize = 512 * 1024;
+    const MAX: u64 = 4 * 1024 * 1024;
+    let files: Vec<(String, String)> = (0..24u64)
+        .map(|i| {
+            let body = test_bytes(SIZE, 300 + i);
+            let sha = sha256_hex(&body);
+            up.put(&format!("files/f{i:02}.bin"), body);
+            (format!("f{i:02}.bin"), sha)
+        })
+        .collect();
+    let name = unique_name();
+    let limit = "  max_size: 4 MiB\n";
+    let r1 = Proxy::start_on_with(Some(b.clone()), &name, limit, &generic(&up, ""));
+    let r2 = Proxy::start_on_with(Some(b.clone()), &name, limit, &generic(&up, ""));
+    let replicas = [&r1, &r2];
+    let c = client();
+    // Two popular files, read through both replicas before the rest arrive; reads reach Redis
+    // once a second.
+    for (f, sha) in &files[..2] {
+        for r in replicas {
+            for _ in 0..3 {
+                get_whole(&c, &r.remote("gen", f), sha, SIZE as u64).await;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Three times the limit in distinct files, alternating replicas, the popular ones read
+    // again every few files.
+    for (i, (f, sha)) in files[2..].iter().enumerate() {
+        let r = replicas[i % 2];
+        get_whole(&c, &r.remote("gen", f), sha, SIZE as u64).await;
+        if i % 4 == 3 {
+            for (hot, hot_sha) in &files[..2] {
+                get_whole(
+                    &c,
+                    &replicas[(i / 4) % 2].remote("gen", hot),
+                    hot_sha,
+                    SIZE as u64,
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        let stored = b.garage.bytes_under(&format!("{name}/")).await;
+        assert!(
+            stored <= MAX + SIZE as u64,
+            "after {f}: {stored} bytes in the bucket, over the limit by more than one object"
+        );
+    }
+    // Reads reach Redis within a second, the gauges follow the shared totals every two.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stored = b.garage.bytes_under(&format!("{name}/")).await;
+    assert!(stored <= MAX, "settled: {stored} bytes stored, limit {MAX}");
+    assert!(
+        stored >= MAX / 2,
+        "eviction removed only what it had to: {stored} bytes kept"
+    );
+    let series = r#"artifactapi_evictions_total{reason="max_size",repository="gen"}"#;
+    let evicted = metric(&c, &r1, series).await + metric(&c, &r2, series).await;
+    assert!(
+        evicted >= 14.0,
+        "{evicted} evictions for 24 files of which 8 fit"
+    );
+    // Both replicas report the shared total, not their own share of it.
+    for r in replicas {
+        let gauge = metric(&c, r, r#"artifactapi_cache_bytes{repository="gen"}"#).await;
+        assert_eq!(gauge as u64, stored, "the size gauge is the shared total");
+    }
+    // The popular files were kept.
+    for (hot, hot_sha) in &files[..2] {
+        for r in replicas {
+            let cache = get_whole(&c, &r.remote("gen", hot), hot_sha, SIZE as u64).await;
+            assert_eq!(cache, "HIT", "{hot} through {}", r.url(""));
+        }
+    }
+    assert_eq!(up.count("GET", "files/f00.bin"), 1);
+    assert_eq!(up.count("GET", "files/f01.bin"), 1);
+}
+
+#[tokio::test]
+async fn records_from_before_usage_was_kept_are_counted_once() {
+    let Some(b) = start() else { return };
+    let up = TestUpstream::start();
+    let name = unique_name();
+    let mut r1 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), "");
+    let c = client();
+    let mut total = 0u64;
+    for i in 0..6u64 {
+        let len = 100_000 + i as usize * 1000;
+        let body = test_bytes(len, 400 + i);
+        let sha = sha256_hex(&body);
+        up.put(&format!("files/old{i}.bin"), body);
+        get_whole(
+            &c,
+            &r1.remote("gen", &format!("old{i}.bin")),
+            &sha,
+            len as u64,
+        )
+        .await;
+        total += len as u64;
+    }
+    // As a version that kept no usage would have left Redis: records, and nothing else.
+    let usage_keys: Vec<String> = [
+        "size",
+        "bytes",
+        "objects",
+        "hits",
+        "worth:gen",
+        "read:gen",
+        "seeded",
+    ]
+    .iter()
+    .map(|k| format!("{name}:usage:{k}"))
+    .collect();
+    let mut del = vec!["DEL"];
+    del.extend(usage_keys.iter().map(String::as_str));
+    b.redis.cli(&del);
+    let gauge = r#"artifactapi_cache_bytes{repository="gen"}"#;
+    let objects = r#"artifactapi_cache_objects{repository="gen"}"#;
+    for _ in 0..2 {
+        r1.restart();
+        // A new client: the old one's pooled connection went with the old process.
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&c, &r1, gauge).await as u64 != total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            metric(&c, &r1, gauge).await as u64,
+            total,
+            "every old record is counted"
+        );
+        assert_eq!(metric(&c, &r1, objects).await, 6.0, "and counted once");
+    }
+    // A second replica starting on the same cache counts nothing again.
+    let r2 = Proxy::start_on(Some(b.clone()), &name, &generic(&up, ""), "");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(metric(&c, &r2, gauge).await as u64, total);
+    assert_eq!(metric(&c, &r2, objects).await, 6.0);
+}

@@ -31,6 +31,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
         );
     }
     tokio::spawn(count_cache(engine.clone()));
+    if engine.cache.meta.shared().is_some() {
+        tokio::spawn(share_usage(engine.clone()));
+    }
     tokio::spawn(evict_unused(engine.clone()));
     let state = AppState {
         engine,
@@ -82,7 +85,18 @@ fn connection_cap(configured: usize) -> usize {
 /// Seeds the usage index (and with it the size gauges) from the metadata records, in the
 /// background: start-up does not wait for it, and eviction begins once it is done. On the
 /// filesystem an object's last read is its file's access time, else when it was fetched.
+/// With Redis metadata the shared usage is seeded instead (SPEC §12.5).
 async fn count_cache(engine: Arc<Engine>) {
+    if let Some(redis) = engine.cache.meta.shared() {
+        // Usage is kept in Redis: only records from before that need counting, once.
+        match count_shared(redis, &engine).await {
+            Ok(()) => engine.cache.usage.mark_seeded(),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "could not count cached objects in Redis; eviction stays off until a restart");
+            }
+        }
+        return;
+    }
     let cache = engine.cache.clone();
     let counted = engine
         .cache
@@ -103,6 +117,67 @@ async fn count_cache(engine: Arc<Engine>) {
         return;
     }
     engine.cache.usage.mark_seeded();
+}
+
+/// With Redis metadata: counts, once for all replicas, the records written before usage was
+/// kept in Redis. Records written since are counted as they are written.
+async fn count_shared(redis: &crate::meta::RedisMeta, engine: &Engine) -> crate::error::Result<()> {
+    if redis.usage_seeded().await? {
+        return Ok(());
+    }
+    let remotes = engine.cache.usage.remotes();
+    let entries: Vec<(String, u64, u64, bool)> = engine
+        .cache
+        .meta
+        .list("")
+        .await?
+        .into_iter()
+        .map(|e| {
+            let remote = remotes.contains(&crate::repo::usage::repo_of(&e.key));
+            (e.key, e.meta.size, e.meta.fetched_at_ms, remote)
+        })
+        .collect();
+    let added = redis.seed_usage(&entries).await?;
+    redis.mark_usage_seeded().await?;
+    if added > 0 {
+        tracing::info!(
+            objects = added,
+            "counted cached objects from before usage was shared"
+        );
+    }
+    Ok(())
+}
+
+/// With Redis metadata: sends this replica's reads every second, and sets the size gauges
+/// from the totals every replica shares every two seconds.
+async fn share_usage(engine: Arc<Engine>) {
+    let Some(redis) = engine.cache.meta.shared() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    for n in 0u64.. {
+        tick.tick().await;
+        let reads = engine.cache.usage.take_reads();
+        if !reads.is_empty()
+            && let Err(e) = redis.add_reads(&reads).await
+            && !std::mem::replace(&mut warned, true)
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "could not send reads to Redis; eviction order knows less");
+        }
+        if n % 2 == 0
+            && let Ok(totals) = redis.usage_totals().await
+        {
+            let m = &engine.cache.metrics;
+            for (repo, (bytes, objects)) in &totals.by_repo {
+                m.cache_bytes.with_label_values(&[repo]).set(*bytes as i64);
+                m.cache_objects
+                    .with_label_values(&[repo])
+                    .set(*objects as i64);
+            }
+        }
+    }
 }
 
 /// Evicts what the remotes with `cache.evict_unused_after` have not read for that long, every

@@ -5,6 +5,7 @@ mod coordination;
 mod embedded;
 mod redis;
 mod redis_commits;
+mod redis_usage;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use crate::package::CacheClass;
 pub use coordination::{CommitWatch, Coordinator};
 pub use embedded::EmbeddedMeta;
 pub use redis::RedisMeta;
+pub use redis_usage::{Candidate, EVICTION_LOCK_TTL, SharedTotals};
 
 /// What we know about one stored object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +70,23 @@ impl MetaStore {
             MetadataConfig::Embedded { path } => {
                 Ok(MetaStore::Embedded(EmbeddedMeta::open(path).await?))
             }
-            MetadataConfig::Redis(redis) => Ok(MetaStore::Redis(RedisMeta::open(redis)?)),
+            MetadataConfig::Redis(redis) => {
+                let remotes = config
+                    .remotes
+                    .iter()
+                    .filter(|(_, r)| matches!(r, crate::config::RepoConfig::Remote(_)))
+                    .map(|(name, _)| name.as_str().to_string())
+                    .collect();
+                Ok(MetaStore::Redis(RedisMeta::open(redis, remotes)?))
+            }
+        }
+    }
+
+    /// The Redis backend, where usage is shared by every replica.
+    pub fn shared(&self) -> Option<&RedisMeta> {
+        match self {
+            MetaStore::Embedded(_) => None,
+            MetaStore::Redis(m) => Some(m),
         }
     }
 

@@ -14,15 +14,18 @@
 //!
 //! Writing a record, remembering a 404 and releasing a lease also publish KEY on the channel
 //! `P` `commits`, in the same transaction, for the replicas waiting on KEY
-//! ([`super::redis_commits`]).
+//! ([`super::redis_commits`]). Writing and deleting a record also count it, in the same script,
+//! in the usage keys of [`super::redis_usage`].
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, Script};
+use redis::{Cmd, FromRedisValue, Pipeline, Script, ScriptInvocation};
 
 use super::coordination::CommitWatch;
 use super::redis_commits::CommitSubscriber;
+use super::redis_usage;
 use super::{MetaEntry, ObjectMeta};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
@@ -36,6 +39,8 @@ pub struct RedisMeta {
     conn: ConnectionManager,
     prefix: String,
     commits: CommitSubscriber,
+    /// The remote repositories: their objects are ranked for eviction.
+    evictable: HashSet<String>,
 }
 
 /// Redis errors carry the server address but never the password; still, keep them short.
@@ -66,8 +71,8 @@ fn escape_glob(s: &str) -> String {
 
 impl RedisMeta {
     /// Prepares a connection (made lazily, re-made after failures): start-up does not need
-    /// Redis to be up.
-    pub fn open(settings: &RedisConfig) -> Result<RedisMeta> {
+    /// Redis to be up. `evictable` names the remote repositories.
+    pub fn open(settings: &RedisConfig, evictable: HashSet<String>) -> Result<RedisMeta> {
         let url = settings.url.as_ref().ok_or_else(|| {
             Error::BadRequest("metadata.url is required for backend redis".into())
         })?;
@@ -94,14 +99,20 @@ impl RedisMeta {
             conn,
             prefix,
             commits,
+            evictable,
         })
+    }
+
+    /// `metadata.key_prefix`.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn k(&self, kind: &str, key: &str) -> String {
         format!("{}{kind}:{key}", self.prefix)
     }
 
-    async fn run<T: FromRedisValue>(&self, context: &str, cmd: &Cmd) -> Result<T> {
+    pub(super) async fn run<T: FromRedisValue>(&self, context: &str, cmd: &Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
             Ok(r) => r.map_err(redis_error(context)),
@@ -111,9 +122,27 @@ impl RedisMeta {
         }
     }
 
-    async fn run_pipe<T: FromRedisValue>(&self, context: &str, pipe: &Pipeline) -> Result<T> {
+    pub(super) async fn run_pipe<T: FromRedisValue>(
+        &self,
+        context: &str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(OP_TIMEOUT, pipe.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(redis_error(context)),
+            Err(_) => Err(Error::metadata(context.to_string())(RedisCause(
+                "Redis did not answer in time".into(),
+            ))),
+        }
+    }
+
+    pub(super) async fn run_script<T: FromRedisValue>(
+        &self,
+        context: &str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut conn)).await {
             Ok(r) => r.map_err(redis_error(context)),
             Err(_) => Err(Error::metadata(context.to_string())(RedisCause(
                 "Redis did not answer in time".into(),
@@ -135,45 +164,46 @@ impl RedisMeta {
     pub async fn put(&self, key: &str, meta: &ObjectMeta) -> Result<()> {
         let body = serde_json::to_string(meta).map_err(Error::metadata("encoding record"))?;
         let now = crate::now_ms();
-        let mut pipe = redis::pipe();
-        pipe.atomic().set(self.k("meta", key), body).ignore();
-        match meta.expires_at_ms {
-            Some(t) if t > now => {
-                pipe.cmd("SET")
-                    .arg(self.k("fresh", key))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(t - now)
-                    .ignore();
-            }
-            _ => {
-                pipe.del(self.k("fresh", key)).ignore();
-            }
-        }
-        pipe.publish(self.commits.channel(), key).ignore();
-        self.run_pipe::<()>("writing a record", &pipe).await
+        let fresh_ms = match meta.expires_at_ms {
+            Some(t) if t > now => t - now,
+            _ => 0,
+        };
+        let repo = crate::repo::usage::repo_of(key);
+        let mut inv = redis_usage::PUT.prepare_invoke();
+        inv.key(self.k("meta", key))
+            .key(self.k("fresh", key))
+            .arg(body)
+            .arg(fresh_ms)
+            .arg(self.commits.channel())
+            .arg(key)
+            .arg(repo)
+            .arg(meta.size)
+            .arg(if self.evictable.contains(repo) {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(now)
+            .arg(&self.prefix);
+        self.run_script::<i64>("writing a record", &inv)
+            .await
+            .map(drop)
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .del(self.k("meta", key))
-            .del(self.k("fresh", key))
-            .ignore();
-        let (n,): (u64,) = self.run_pipe("deleting a record", &pipe).await?;
-        Ok(n > 0)
+        Ok(self.delete_many(&[key.to_string()]).await? > 0)
     }
 
     /// Deletes many records; returns how many existed.
     pub async fn delete_many(&self, keys: &[String]) -> Result<u64> {
         let mut total = 0;
         for batch in keys.chunks(BATCH) {
-            let metas: Vec<String> = batch.iter().map(|k| self.k("meta", k)).collect();
-            let fresh: Vec<String> = batch.iter().map(|k| self.k("fresh", k)).collect();
-            let mut pipe = redis::pipe();
-            pipe.del(metas).del(fresh).ignore();
-            let (n,): (u64,) = self.run_pipe("deleting records", &pipe).await?;
-            total += n;
+            let mut inv = redis_usage::DELETE.prepare_invoke();
+            inv.arg(&self.prefix);
+            for key in batch {
+                inv.arg(key);
+            }
+            total += self.run_script::<u64>("deleting records", &inv).await?;
         }
         Ok(total)
     }

@@ -35,18 +35,31 @@ pub enum Claim {
     NotFound,
 }
 
+/// A token no other process or replica holds: the process id alone is not enough (it is 1 in
+/// every container), so it also carries per-process random bits, the time and a counter.
+pub fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static SALT: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    format!(
+        "{}-{:016x}-{}-{}",
+        std::process::id(),
+        *SALT,
+        crate::now_ms(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Takes the fill lease of `key`, or waits for the replica that holds it. `stale` is the record
 /// being revalidated, if any: a commit counts only when it is newer.
 pub async fn claim(cache: &Arc<Cache>, key: &str, stale: Option<&ObjectMeta>) -> Claim {
     let Some(shared) = cache.meta.coordination() else {
         return Claim::Mine(None);
     };
-    let token = format!(
-        "{}-{}-{}",
-        std::process::id(),
-        crate::now_ms(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let token = new_token();
     let filled = |m: &ObjectMeta| {
         m.is_fresh(crate::now_ms()) && stale.is_none_or(|s| m.fetched_at_ms > s.fetched_at_ms)
     };

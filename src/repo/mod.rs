@@ -4,6 +4,7 @@
 //! serving.
 
 pub mod docker;
+mod evict;
 pub mod flush;
 pub mod hot;
 pub mod inflight;
@@ -88,7 +89,7 @@ pub struct Cache {
     pub limits: CacheLimits,
     /// Held while evicting: one eviction at a time, so that two fills do not both evict for
     /// the same room.
-    evicting: tokio::sync::Mutex<()>,
+    pub(crate) evicting: tokio::sync::Mutex<()>,
 }
 
 /// The configured repositories over one shared cache.
@@ -101,125 +102,6 @@ pub struct Engine {
 }
 
 impl Cache {
-    /// Makes room for `extra` more bytes at `key`, evicting the remote objects worth least to
-    /// keep as the limits require (`storage.max_size`, the remote's `cache.max_size`,
-    /// `storage.min_free`), and reserves it until the returned guard is dropped. `None` when
-    /// the room cannot be made (the object is larger than a limit, or not enough can be
-    /// evicted): the caller then passes the body through uncached. Nothing is evicted for an
-    /// object that could not fit anyway. `key`, and objects being filled, are never evicted.
-    pub async fn make_room(&self, key: &str, extra: u64) -> Option<usage::Reservation<'_>> {
-        let repo = usage::repo_of(key);
-        let limited = self.usage.max_size.is_some() || self.usage.repo_limit(repo).is_some();
-        let space = self.storage.object_space();
-        let disk_fits = |space: Option<(u64, u64)>, reserved: u64| match space {
-            Some((free, total)) => {
-                free.saturating_sub(reserved)
-                    >= extra.saturating_add(self.limits.min_free.of(total))
-            }
-            None => self.storage.has_room_for(extra),
-        };
-        // Larger than a limit: evicting everything would not help.
-        let too_large = self.usage.max_size.is_some_and(|m| extra > m)
-            || self.usage.repo_limit(repo).is_some_and(|m| extra > m)
-            || space.is_some_and(|(_, total)| {
-                extra.saturating_add(self.limits.min_free.of(total)) > total
-            });
-        if too_large {
-            return None;
-        }
-        // No size limit and room on the disk: no need to wait for an eviction in progress.
-        if !limited && disk_fits(space, self.usage.reserved()) {
-            return Some(self.usage.reserve(repo, extra));
-        }
-        let _one_at_a_time = self.evicting.lock().await;
-        if self.usage.is_seeded() {
-            let skip = |k: &str| k == key || self.inflight.contains(k);
-            for (reason, scope, over) in self.usage.excess(repo, extra) {
-                self.evict(scope.as_deref(), over, &skip, reason).await;
-            }
-            if let Some((free, total)) = self.storage.object_space() {
-                let want = extra
-                    .saturating_add(self.limits.min_free.of(total))
-                    .saturating_add(self.usage.reserved());
-                let short = want.saturating_sub(free);
-                if short > 0 {
-                    self.evict(None, short, &skip, usage::EvictReason::MinFree)
-                        .await;
-                }
-            }
-        }
-        let fits = self.usage.excess(repo, extra).is_empty()
-            && disk_fits(self.storage.object_space(), self.usage.reserved());
-        fits.then(|| self.usage.reserve(repo, extra))
-    }
-
-    /// When the object at `key` (with record `meta`) was last read, as far as this process
-    /// can tell: what it saw while running, else the file's access time, else when it was
-    /// fetched.
-    pub fn last_read_ms(&self, key: &str, meta: &ObjectMeta) -> u64 {
-        self.usage
-            .read_ms(key)
-            .or_else(|| self.storage.accessed_ms(key))
-            .unwrap_or(meta.fetched_at_ms)
-    }
-
-    /// Evicts the objects of each remote in `ages` (name, `cache.evict_unused_after`) not
-    /// read for that long. Nothing happens before the start-up count is done.
-    pub async fn evict_unused(&self, ages: &[(String, std::time::Duration)]) {
-        if !self.usage.is_seeded() {
-            return;
-        }
-        let _one_at_a_time = self.evicting.lock().await;
-        for (repo, age) in ages {
-            let victims = self.usage.unused(repo, *age);
-            self.remove_evicted(victims, usage::EvictReason::Unused)
-                .await;
-        }
-    }
-
-    /// Evicts the objects worth least (of `repo`, or of any remote) until `bytes` are
-    /// freed or none is left; record first, so that a reader sees a miss, never a record
-    /// without its object. An object being read stays readable by whoever has it open.
-    async fn evict(
-        &self,
-        repo: Option<&str>,
-        bytes: u64,
-        skip: &(dyn Fn(&str) -> bool + Sync),
-        reason: usage::EvictReason,
-    ) {
-        let victims = self.usage.victims(repo, bytes, skip);
-        self.remove_evicted(victims, reason).await;
-    }
-
-    async fn remove_evicted(&self, victims: Vec<(String, u64)>, reason: usage::EvictReason) {
-        for (victim, size) in victims {
-            let removed = async {
-                self.meta.delete(&victim).await?;
-                self.storage.delete(&victim).await
-            };
-            match removed.await {
-                Ok(_) => {
-                    self.hot.forget(&victim);
-                    self.usage.removed(&victim, size, &self.metrics);
-                    self.metrics
-                        .evictions
-                        .with_label_values(&[usage::repo_of(&victim), reason.as_str()])
-                        .inc();
-                    tracing::debug!(
-                        key = victim,
-                        bytes = size,
-                        reason = reason.as_str(),
-                        "evicted"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(key = victim, error = %crate::error_chain(&e), "eviction failed");
-                    return;
-                }
-            }
-        }
-    }
-
     /// Writes the record of the object just committed at `key`. When that fails the object is
     /// removed as well (with the record of the copy it replaced, if that can still be
     /// removed): an object is kept only with its own record.
@@ -253,12 +135,13 @@ impl Engine {
         metrics
             .cache_limit_bytes
             .set(config.limits.max_size.unwrap_or(0) as i64);
+        let shared = meta.shared().is_some();
         let cache = Arc::new(Cache {
             storage,
             meta,
             inflight: Inflight::default(),
             hot: hot::HotCache::default(),
-            usage: usage::Usage::new(evictable, config.limits.max_size),
+            usage: usage::Usage::with_sharing(evictable, config.limits.max_size, shared),
             limits: config.limits.clone(),
             evicting: tokio::sync::Mutex::new(()),
             metrics,

@@ -6,6 +6,10 @@
 //! Reads are recorded in memory only: a hit costs no disk or Redis write. When the process
 //! starts, the index is seeded in the background from the metadata records, with the object
 //! file's access time (relatime: at most a day late) where the filesystem has one.
+//!
+//! With Redis metadata, usage is shared by every replica ([`crate::meta::SharedTotals`]): the
+//! totals and the eviction order live in Redis, reads are gathered here and sent in batches,
+//! and the size gauges are set from the shared totals.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -97,7 +101,15 @@ struct Inner {
     inflation: f64,
     /// State of the sampler's xorshift generator.
     rng: u64,
+    /// Usage is shared through Redis: the gauges are set from the shared totals, not here.
+    shared: bool,
+    /// With shared usage: reads not sent to Redis yet, by key.
+    pending_reads: HashMap<Box<str>, u32>,
 }
+
+/// Reads held for Redis at most: past this many distinct keys between two sends, more are
+/// dropped (eviction then knows a little less about what is popular).
+const MAX_PENDING_READS: usize = 100_000;
 
 impl Inner {
     fn tracked(&self, key: &str) -> Option<&Tracked> {
@@ -201,8 +213,20 @@ pub fn repo_of(key: &str) -> &str {
 impl Usage {
     /// `evictable` names the remote repositories, each with its own `cache.max_size`.
     pub fn new(evictable: HashMap<String, Option<u64>>, max_size: Option<u64>) -> Usage {
+        Usage::with_sharing(evictable, max_size, false)
+    }
+
+    /// As [`Usage::new`]; `shared` when usage is kept in Redis for every replica.
+    pub fn with_sharing(
+        evictable: HashMap<String, Option<u64>>,
+        max_size: Option<u64>,
+        shared: bool,
+    ) -> Usage {
         Usage {
-            inner: Mutex::default(),
+            inner: Mutex::new(Inner {
+                shared,
+                ..Inner::default()
+            }),
             evictable,
             max_size,
             seeded: AtomicBool::new(false),
@@ -347,6 +371,33 @@ impl Usage {
             t.hits = t.hits.saturating_add(1);
             t.base = base;
         }
+        if inner.shared {
+            let pending = inner.pending_reads.len();
+            match inner.pending_reads.get_mut(key) {
+                Some(n) => *n = n.saturating_add(1),
+                None if pending < MAX_PENDING_READS => {
+                    inner.pending_reads.insert(key.into(), 1);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// With shared usage: the reads gathered since the last call, to be sent to Redis.
+    pub fn take_reads(&self) -> Vec<(Box<str>, u32)> {
+        std::mem::take(&mut self.lock().pending_reads)
+            .into_iter()
+            .collect()
+    }
+
+    /// The names of the remote repositories (whose objects may be evicted).
+    pub fn remotes(&self) -> Vec<&str> {
+        self.evictable.keys().map(String::as_str).collect()
+    }
+
+    /// Bytes promised to fills of `repo` that are writing now.
+    pub fn reserved_by(&self, repo: &str) -> u64 {
+        self.lock().reserved_by_repo.get(repo).copied().unwrap_or(0)
     }
 
     /// When the remote object at `key` was last read (ms since the epoch), if it is tracked.
@@ -499,6 +550,9 @@ fn add(inner: &mut Inner, repo: &str, bytes: i64, objects: i64, metrics: &Metric
     let u = inner.repos.entry(repo.to_string()).or_default();
     u.bytes = (u.bytes as i64 + bytes).max(0) as u64;
     u.objects = (u.objects as i64 + objects).max(0) as u64;
+    if inner.shared {
+        return;
+    }
     metrics
         .cache_bytes
         .with_label_values(&[repo])

@@ -270,6 +270,24 @@ impl Garage {
         Some(out.body.collect().await.ok()?.into_bytes().to_vec())
     }
 
+    /// Bytes of every bucket object under `prefix`, added up.
+    pub async fn bytes_under(&self, prefix: &str) -> u64 {
+        let mut pages = self
+            .client()
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut total = 0;
+        while let Some(page) = pages.next().await {
+            for o in page.unwrap().contents() {
+                total += o.size().unwrap_or(0) as u64;
+            }
+        }
+        total
+    }
+
     /// Every bucket key under `prefix`.
     pub async fn list(&self, prefix: &str) -> Vec<String> {
         let mut pages = self
@@ -349,10 +367,10 @@ impl Backends {
     }
 
     /// `storage:` and `metadata:` sections for a proxy; proxies given the same `name` share
-    /// one cache.
-    pub fn yaml(&self, name: &str, spool: &std::path::Path) -> String {
+    /// one cache. `storage_keys` are more `storage:` keys (`"  max_size: 20 MiB\n"`).
+    pub fn yaml(&self, name: &str, spool: &std::path::Path, storage_keys: &str) -> String {
         format!(
-            "{}metadata:\n  backend: redis\n  url: {}\n  key_prefix: \"{name}:\"\n",
+            "{}{storage_keys}metadata:\n  backend: redis\n  url: {}\n  key_prefix: \"{name}:\"\n",
             self.garage.storage_yaml(name, spool),
             self.redis.url()
         )

@@ -51,6 +51,16 @@ impl Proxy {
         Self::launch(shared, cache, None, "", remotes_yaml, extra)
     }
 
+    /// Like [`Proxy::start_on`], with more `storage:` keys (`"  max_size: 20 MiB\n"`).
+    pub fn start_on_with(
+        shared: Option<Arc<backends::Backends>>,
+        cache: &str,
+        storage_keys: &str,
+        remotes_yaml: &str,
+    ) -> Proxy {
+        Self::launch(shared, cache, None, storage_keys, remotes_yaml, "")
+    }
+
     /// Starts a proxy on the filesystem with its data directory at `data` (e.g. a small
     /// file system the test mounted).
     pub fn start_in(data: &Path, remotes_yaml: &str) -> Proxy {
@@ -75,7 +85,7 @@ impl Proxy {
         let config = dir.path().join("remotes.yaml");
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let storage = match &shared {
-            Some(b) => b.yaml(cache, &dir.path().join("spool")),
+            Some(b) => b.yaml(cache, &dir.path().join("spool"), storage_keys),
             None => format!("storage:\n  path: {}\n{storage_keys}", data.display()),
         };
         let text =

@@ -303,7 +303,9 @@ impl RemoteRepo {
         cache
             .usage
             .stored(key, size, previous.map(|p| p.size), &cache.metrics);
-        if head_length_unknown {
+        if cache.meta.shared().is_some() {
+            cache.settle_shared(key).await;
+        } else if head_length_unknown {
             // A body of unannounced length may have taken the cache past a limit.
             drop(cache.make_room(key, 0).await);
         }
