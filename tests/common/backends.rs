@@ -142,6 +142,7 @@ impl Drop for Redis {
 /// A single-node Garage cluster with bucket [`BUCKET`] and key [`KEY_ID`].
 pub struct Garage {
     pub s3_port: u16,
+    rpc_port: u16,
     dir: tempfile::TempDir,
     config: PathBuf,
     child: Mutex<Option<Child>>,
@@ -152,28 +153,24 @@ impl Garage {
         if !have_tool("garage") {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let s3_port = free_port();
-        let config = dir.path().join("garage.toml");
-        let text = format!(
-            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
-             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-             rpc_secret = \"{secret}\"\n[s3_api]\ns3_region = \"garage\"\n\
-             api_bind_addr = \"127.0.0.1:{s3_port}\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n\
-             admin_token = \"test-admin\"\n",
-            d = dir.path().display(),
-            rpc = free_port(),
-            admin = free_port(),
-            secret = SECRET,
-        );
-        std::fs::write(&config, text).unwrap();
-        let g = Garage {
-            s3_port,
-            dir,
-            config,
-            child: Mutex::new(None),
+        // A port found free can be taken by another test's server before Garage binds it:
+        // Garage then panics in its RPC listener and never becomes ready. Start again on new
+        // ports when that happens.
+        let mut attempt = 0;
+        let g = loop {
+            attempt += 1;
+            let g = Garage::configure();
+            g.spawn();
+            if g.rpc_listening() {
+                break g;
+            }
+            g.stop();
+            assert!(
+                attempt < 3,
+                "garage could not bind its ports three times; its log:\n{}",
+                log_tail(&g.log_path())
+            );
         };
-        g.spawn();
         let node = g.cli_retry(&["node", "id", "-q"]);
         let node = node.trim().split('@').next().unwrap().to_string();
         g.cli_retry(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
@@ -185,6 +182,50 @@ impl Garage {
         ]);
         g.wait_ready();
         Some(g)
+    }
+
+    /// A data directory and config on ports free right now.
+    fn configure() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let s3_port = free_port();
+        let rpc_port = free_port();
+        let config = dir.path().join("garage.toml");
+        let text = format!(
+            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+             rpc_secret = \"{secret}\"\n[s3_api]\ns3_region = \"garage\"\n\
+             api_bind_addr = \"127.0.0.1:{s3_port}\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n\
+             admin_token = \"test-admin\"\n",
+            d = dir.path().display(),
+            admin = free_port(),
+            secret = SECRET,
+        );
+        std::fs::write(&config, text).unwrap();
+        Garage {
+            s3_port,
+            rpc_port,
+            dir,
+            config,
+            child: Mutex::new(None),
+        }
+    }
+
+    /// True once Garage's own RPC port answers, false when its log shows it could not bind
+    /// one of its ports (or after 10 s).
+    fn rpc_listening(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if log_tail(&self.log_path()).contains("AddrInUse") {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.rpc_port)).is_ok() {
+                // The port may be another process's: Garage logs its failure to bind at once.
+                std::thread::sleep(Duration::from_millis(300));
+                return !log_tail(&self.log_path()).contains("AddrInUse");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     fn spawn(&self) {
