@@ -44,6 +44,9 @@ pub enum Error {
     AccessDenied(String),
     #[error("{0}")]
     Conflict(String),
+    /// An upload does not fit: storage is full, or would pass `storage.min_free`.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("the body's sha256 is {actual}, X-Checksum-Sha256 says {expected}")]
     ChecksumMismatch { expected: String, actual: String },
     #[error("every member failed: {0}")]
@@ -117,6 +120,26 @@ impl Error {
             }
             e => e.to_string(),
         }
+    }
+
+    /// Whether this is storage refusing a write for lack of space or quota (ENOSPC, EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        let Error::Storage { cause, .. } = self else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(cause.as_ref());
+        while let Some(err) = source {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && (matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) || matches!(io.raw_os_error(), Some(28 | 122)))
+            {
+                return true;
+            }
+            source = err.source();
+        }
+        false
     }
 
     /// True for failures that mean "upstream could not give us a good answer right now",

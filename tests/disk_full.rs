@@ -319,3 +319,85 @@ async fn a_reader_in_the_middle_of_an_evicted_object_still_gets_every_byte() {
     }
     assert_eq!(sha256_hex(&got), sha256_hex(&big));
 }
+
+const WRITER: &str = "writer-secret-0123456789";
+
+/// Uploads `body` to local repository `loc` at `path`; `chunked` sends no Content-Length.
+async fn upload(p: &Proxy, path: &str, body: bytes::Bytes, chunked: bool) -> reqwest::Response {
+    let req = client()
+        .put(p.url(&format!("/api/v1/local/loc/{path}")))
+        .bearer_auth(WRITER);
+    let req = if chunked {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+            .chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        req.body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+    } else {
+        req.body(body)
+    };
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn uploads_keep_min_free_evicting_cached_objects_first_and_are_refused_with_507() {
+    let fs = SmallFs::mount(40);
+    let up = TestUpstream::start();
+    const MIB: usize = 1024 * 1024;
+    for i in 0..3 {
+        up.put(&format!("files/c{i}.bin"), test_bytes(6 * MIB, 700 + i));
+    }
+    let auth = "auth:\n  tokens:\n    - name: writer\n      secret: writer-secret-0123456789\n      roles:\n        \"*\": [write]\n";
+    let remotes = format!(
+        "{}  loc:\n    type: local\n    package: generic\n",
+        generic(&up)
+    );
+    let p = Proxy::start_in_with_extra(&fs.data(), "  min_free: 10 MiB\n", &remotes, auth);
+    let c = client();
+    for i in 0..3 {
+        let url = p.remote("gen", &format!("c{i}.bin"));
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().len(), 6 * MIB);
+        wait_for_hit(&c, &url).await;
+    }
+    // 22 MiB free: a 25 MiB upload needs the cached objects' room, and takes it.
+    let big = test_bytes(25 * MIB, 710);
+    let r = upload(&p, "big.bin", big.clone(), false).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let got = c
+        .get(p.url("/api/v1/local/loc/big.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&got.bytes().await.unwrap()), sha256_hex(&big));
+    let metrics = get_text(&c, &p.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"artifactapi_evictions_total{reason="min_free",repository="gen"}"#),
+        "cached objects made way for hosted content:\n{metrics}"
+    );
+    // 15 MiB free and nothing left to evict: 10 MiB would pass min_free, announced or not.
+    for (name, chunked) in [("announced.bin", false), ("chunked.bin", true)] {
+        let r = upload(&p, name, test_bytes(10 * MIB, 711), chunked).await;
+        assert_eq!(r.status(), 507, "{name}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "insufficient_storage", "{name}: {body}");
+        let gone = c
+            .get(p.url(&format!("/api/v1/local/loc/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            gone.status(),
+            404,
+            "{name}: nothing of a refused upload is kept"
+        );
+    }
+    let mut temps = Vec::new();
+    common::walk(&fs.data().join("tmp"), &mut |p| temps.push(p.to_path_buf()));
+    assert!(temps.is_empty(), "no temp files remain: {temps:?}");
+    assert!(free_bytes(&fs.path) >= 10 * MIB as u64, "min_free held");
+    // What fits is taken.
+    let small = test_bytes(4 * MIB, 712);
+    let r = upload(&p, "small.bin", small, true).await;
+    assert_eq!(r.status(), 201);
+}

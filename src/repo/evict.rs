@@ -73,6 +73,38 @@ impl Cache {
         fits.then(|| self.usage.reserve(repo, extra))
     }
 
+    /// Makes room on the file system for `extra` more bytes of hosted content (a local
+    /// upload), evicting remote objects when `storage.min_free` requires it. Hosted content is
+    /// held to `min_free` only, never to the size limits of cached content. False when the
+    /// room cannot be made.
+    pub async fn make_disk_room(&self, extra: u64) -> bool {
+        let Some((_, total)) = self.storage.object_space() else {
+            return self.storage.has_room_for(extra);
+        };
+        let keep = self.limits.min_free.of(total);
+        let short = |space: Option<(u64, u64)>| match space {
+            Some((free, _)) => extra
+                .saturating_add(keep)
+                .saturating_add(self.usage.reserved())
+                .saturating_sub(free),
+            None => 0,
+        };
+        if short(self.storage.object_space()) == 0 {
+            return true;
+        }
+        if extra.saturating_add(keep) > total {
+            return false;
+        }
+        let _one_at_a_time = self.evicting.lock().await;
+        let missing = short(self.storage.object_space());
+        if missing > 0 && self.usage.is_seeded() {
+            let skip = |k: &str| self.inflight.contains(k);
+            self.evict(None, missing, &skip, usage::EvictReason::MinFree)
+                .await;
+        }
+        short(self.storage.object_space()) == 0
+    }
+
     /// When the object at `key` (with record `meta`) was last read, as far as this process
     /// can tell: what it saw while running, else the file's access time, else when it was
     /// fetched.

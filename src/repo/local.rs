@@ -117,11 +117,14 @@ impl LocalRepo {
     }
 
     /// Stores `body` at `path`. With `expected_sha256` the body must hash to it. Nothing is
-    /// visible until the whole body is in and checked; on any failure nothing is kept.
+    /// visible until the whole body is in and checked; on any failure nothing is kept. The
+    /// upload must leave `storage.min_free` free (remote objects are evicted for it): one of
+    /// announced `length` is refused before its body is read, others as they pass it.
     pub async fn put<S>(
         &self,
         path: &RepoPath,
         body: S,
+        length: Option<u64>,
         expected_sha256: Option<&Sha256Digest>,
         content_type: Option<String>,
     ) -> Result<Uploaded>
@@ -140,23 +143,39 @@ impl LocalRepo {
             )));
         }
         self.check_no_clash(path).await?;
+        if let Some(n) = length
+            && !self.cache.make_disk_room(n).await
+        {
+            return Err(no_room(n));
+        }
 
         let mut writer = storage.writer(&key).await?;
         let mut batch = BytesMut::with_capacity(WRITE_BATCH);
         let mut body = std::pin::pin!(body);
+        let mut written = 0u64;
+        let mut write = async |batch: Bytes| -> Result<()> {
+            written += batch.len() as u64;
+            if length.is_none() && !self.cache.make_disk_room(batch.len() as u64).await {
+                return Err(no_room(written));
+            }
+            writer.write(batch).await.map_err(space_error)
+        };
         while let Some(chunk) = body.next().await {
             let chunk = chunk
                 .map_err(|e| Error::BadRequest(format!("the upload body ended early: {e}")))?;
             batch.extend_from_slice(&chunk);
             if batch.len() >= WRITE_BATCH {
-                writer.write(batch.split().freeze()).await?;
+                write(batch.split().freeze()).await?;
             }
         }
         if !batch.is_empty() {
-            writer.write(batch.split().freeze()).await?;
+            write(batch.split().freeze()).await?;
         }
         let expect = Expect::default().sha256(expected_sha256);
-        let committed = match writer.commit_verified(expect).await {
+        let committed = match writer.commit_verified(expect).await.map_err(|e| match e {
+            CommitError::Storage(e) => CommitError::Storage(space_error(e)),
+            mismatch => mismatch,
+        }) {
             Ok(c) => c,
             Err(CommitError::Mismatch(Mismatch::Sha256 { expected, actual })) => {
                 return Err(Error::ChecksumMismatch {
@@ -348,5 +367,21 @@ fn served_from(meta: Option<&ObjectMeta>, content_length: u64) -> Served {
         last_modified,
         digest: meta.map(|m| m.sha256).map(|d| d.to_string()),
         body: None,
+    }
+}
+
+/// The refusal of an upload that would leave less than `storage.min_free` free.
+fn no_room(bytes: u64) -> Error {
+    Error::InsufficientStorage(format!(
+        "no room for {bytes} bytes: storage is full or would pass storage.min_free"
+    ))
+}
+
+/// Storage refusing a write for lack of space is the uploader's answer, not an outage.
+fn space_error(e: Error) -> Error {
+    if e.is_no_space() {
+        Error::InsufficientStorage("storage is full".into())
+    } else {
+        e
     }
 }

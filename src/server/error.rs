@@ -57,6 +57,9 @@ impl ApiError {
             Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::AccessDenied(_) => (StatusCode::FORBIDDEN, "access_denied"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             Error::ChecksumMismatch { .. } => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
             Error::MembersFailed(_) => (StatusCode::BAD_GATEWAY, "members_failed"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),

@@ -160,9 +160,12 @@ pub async fn put(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let up = repo
-        .put(&path, stream, expected.as_ref(), content_type)
+        .put(&path, stream, length, expected.as_ref(), content_type)
         .await
         .map_err(fail)?;
     tracing::info!(

@@ -73,6 +73,17 @@ impl Proxy {
         Self::launch(None, &cache, Some(data), storage_keys, remotes_yaml, "")
     }
 
+    /// Like [`Proxy::start_in_with`], with more top-level sections (`auth:`) in `extra`.
+    pub fn start_in_with_extra(
+        data: &Path,
+        storage_keys: &str,
+        remotes_yaml: &str,
+        extra: &str,
+    ) -> Proxy {
+        let cache = backends::unique_name();
+        Self::launch(None, &cache, Some(data), storage_keys, remotes_yaml, extra)
+    }
+
     fn launch(
         shared: Option<Arc<backends::Backends>>,
         cache: &str,

@@ -84,22 +84,7 @@ impl RemoteRepo {
 
 /// Whether `e` is storage refusing a write for lack of space or quota (ENOSPC, EDQUOT).
 pub(super) fn is_no_space(e: &Error) -> bool {
-    let Error::Storage { cause, .. } = e else {
-        return false;
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(cause.as_ref());
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<io::Error>()
-            && (matches!(
-                io.kind(),
-                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-            ) || matches!(io.raw_os_error(), Some(28 | 122)))
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    e.is_no_space()
 }
 
 /// `body` without its first `skip` bytes, with core errors as I/O errors.
