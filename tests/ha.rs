@@ -723,3 +723,62 @@ async fn records_from_before_usage_was_kept_are_counted_once() {
     assert_eq!(metric(&c, &r2, gauge).await as u64, total);
     assert_eq!(metric(&c, &r2, objects).await, 6.0);
 }
+
+#[tokio::test]
+async fn redis_over_tls_with_a_password_and_a_private_ca() {
+    let password = "tls-pass-0123456789";
+    let Some(redis) = common::backends::Redis::start_tls(password) else {
+        return;
+    };
+    let up = TestUpstream::start();
+    let body = test_bytes(50_000, 77);
+    up.put("files/t.bin", body.clone());
+    let metadata = |ca: &std::path::Path| {
+        format!(
+            "metadata:\n  backend: redis\n  url: rediss://:{password}@127.0.0.1:{}\n  \
+             ca_file: {}\n  key_prefix: \"tls:\"\n",
+            redis.port,
+            ca.display()
+        )
+    };
+    let data = tempfile::tempdir().unwrap();
+    let p = Proxy::start_in_with_extra(
+        data.path(),
+        "",
+        &generic(&up, ""),
+        &metadata(&redis.ca_file()),
+    );
+    let c = client();
+    let health = c.get(p.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "{}", health.text().await.unwrap());
+    let url = p.remote("gen", "t.bin");
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), "MISS");
+    assert_eq!(r.bytes().await.unwrap(), body);
+    wait_for_get_hit(&c, &url).await;
+    // The record went to Redis, over TLS.
+    let keys = redis.cli(&["--scan", "--pattern", "tls:meta:*"]);
+    assert_eq!(keys.trim(), "tls:meta:gen/t.bin");
+
+    // A CA that did not sign the server's certificate: Redis is unreachable, and the error
+    // says so without the password.
+    let other = tempfile::tempdir().unwrap();
+    let wrong = common::backends::make_ca(other.path(), "other");
+    let data2 = tempfile::tempdir().unwrap();
+    let p2 = Proxy::start_in_with_extra(data2.path(), "", &generic(&up, ""), &metadata(&wrong));
+    let health = c.get(p2.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(
+        health["backends"]["metadata"]["reachable"], false,
+        "{health}"
+    );
+    // Objects are still served, from upstream, uncoordinated.
+    let r = c.get(p2.remote("gen", "t.bin")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert!(p2.log_shows("metadata"), "the failure is logged");
+    assert!(
+        !p.log_shows(password) && !p2.log_shows(password),
+        "the password never reaches the log"
+    );
+}

@@ -73,6 +73,9 @@ pub struct RedisConfig {
     pub url: Option<Secret>,
     /// Prepended to every key (default `artifactapi:`).
     pub key_prefix: Option<EnvString>,
+    /// With `rediss://`: the PEM file of the CA that signed the server's certificate, instead
+    /// of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Which storage backend holds objects.
@@ -190,6 +193,9 @@ pub(crate) struct MetadataFile {
     /// `redis`: prepended to every key, so several caches can share one server.
     #[serde(default)]
     pub key_prefix: Option<EnvString>,
+    /// `redis` with `rediss://`: the CA certificate (PEM) to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The typed backends of the two sections. Keys that do not belong to the chosen backend are
@@ -206,6 +212,7 @@ pub(crate) fn typed_backends(
         MetadataBackend::Redis => MetadataConfig::Redis(RedisConfig {
             url: metadata.url,
             key_prefix: metadata.key_prefix,
+            ca_file: metadata.ca_file,
         }),
     };
     let storage = match storage.backend {

@@ -61,7 +61,8 @@ pub struct MetaEntry {
 /// The configured metadata backend.
 pub enum MetaStore {
     Embedded(EmbeddedMeta),
-    Redis(RedisMeta),
+    /// Boxed: the client and its settings are much larger than the embedded backend.
+    Redis(Box<RedisMeta>),
 }
 
 impl MetaStore {
@@ -77,7 +78,7 @@ impl MetaStore {
                     .filter(|(_, r)| matches!(r, crate::config::RepoConfig::Remote(_)))
                     .map(|(name, _)| name.as_str().to_string())
                     .collect();
-                Ok(MetaStore::Redis(RedisMeta::open(redis, remotes)?))
+                Ok(MetaStore::Redis(Box::new(RedisMeta::open(redis, remotes)?)))
             }
         }
     }
@@ -86,7 +87,7 @@ impl MetaStore {
     pub fn shared(&self) -> Option<&RedisMeta> {
         match self {
             MetaStore::Embedded(_) => None,
-            MetaStore::Redis(m) => Some(m),
+            MetaStore::Redis(m) => Some(m.as_ref()),
         }
     }
 

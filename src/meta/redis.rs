@@ -76,12 +76,40 @@ impl RedisMeta {
         let url = settings.url.as_ref().ok_or_else(|| {
             Error::BadRequest("metadata.url is required for backend redis".into())
         })?;
-        let client = redis::Client::open(url.expose()).map_err(|e| {
+        let invalid = |e: redis::RedisError| {
             Error::metadata("metadata.url")(RedisCause(format!(
                 "invalid Redis URL: {:?}",
                 e.kind()
             )))
-        })?;
+        };
+        let client = match &settings.ca_file {
+            Some(_) if !url.expose().starts_with("rediss://") => {
+                return Err(Error::BadRequest(
+                    "metadata.ca_file is for TLS: metadata.url must start with rediss://".into(),
+                ));
+            }
+            Some(ca) => {
+                let root = std::fs::read(ca).map_err(Error::metadata(format!(
+                    "reading metadata.ca_file {}",
+                    ca.display()
+                )))?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                };
+                redis::Client::build_with_tls(url.expose(), certs).map_err(|e| {
+                    if e.kind() == redis::ErrorKind::InvalidClientConfig {
+                        invalid(e)
+                    } else {
+                        Error::metadata("metadata.ca_file")(RedisCause(format!(
+                            "not a usable CA certificate: {}",
+                            e.detail().unwrap_or("")
+                        )))
+                    }
+                })?
+            }
+            None => redis::Client::open(url.expose()).map_err(invalid)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT))

@@ -75,6 +75,46 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
+    /// With TLS (only, on `port`) and this password: see [`Redis::start_tls`].
+    tls_password: Option<String>,
+}
+
+/// Runs openssl with `args` in `dir`, panicking with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`NAME.crt`, `NAME.key`) in `dir`.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    dir.join(crt)
 }
 
 impl Redis {
@@ -87,16 +127,90 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: Mutex::new(None),
+            tls_password: None,
         };
         r.spawn();
         Some(r)
     }
 
+    /// A redis-server that speaks only TLS, with a certificate for 127.0.0.1 signed by a test
+    /// CA (its PEM at [`Redis::ca_file`]), and requires `password`.
+    pub fn start_tls(password: &str) -> Option<Redis> {
+        if !have_tool("redis-server") || !have_tool("openssl") {
+            return None;
+        }
+        let r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: Mutex::new(None),
+            tls_password: Some(password.to_string()),
+        };
+        let d = r.dir.path();
+        make_ca(d, "ca");
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+        r.spawn();
+        Some(r)
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     fn spawn(&self) {
         let log = self.dir.path().join("redis.log");
         let out = log_file(&log);
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls_password {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(password) => {
+                let d = self.dir.path();
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .args(["--tls-auth-clients", "no", "--requirepass", password])
+                    .arg("--tls-cert-file")
+                    .arg(d.join("server.crt"))
+                    .arg("--tls-key-file")
+                    .arg(d.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(d.join("ca.crt"))
+            }
+        };
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -124,11 +238,16 @@ impl Redis {
 
     /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(password) = &self.tls_password {
+            cmd.args(["--tls", "--cacert"]).arg(self.ca_file()).args([
+                "--no-auth-warning",
+                "-a",
+                password,
+            ]);
+        }
+        let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
