@@ -537,6 +537,71 @@ async fn sigterm_lets_responses_finish_and_leaves_no_temp_files() {
 }
 
 #[tokio::test]
+async fn sigterm_with_a_drain_delay_reports_draining_and_serves_until_it_ends() {
+    let up = TestUpstream::start();
+    let body = test_bytes(8 * 1024 * 1024, 9);
+    up.put_slow(
+        "files/slow.bin",
+        body.clone(),
+        256 * 1024,
+        Duration::from_millis(100),
+    );
+    up.put("files/small.bin", test_bytes(10_000, 10));
+    // Under `server:`, after the harness's shutdown_grace.
+    let mut proxy = Proxy::start_on(
+        None,
+        &common::backends::unique_name(),
+        &generic(&up, ""),
+        "  drain_delay: 2\n",
+    );
+    let small = proxy.remote("gen", "small.bin");
+    let c = client();
+    c.get(&small).send().await.unwrap().bytes().await.unwrap();
+    wait_for_hit(&c, &small).await;
+    let r = c.get(proxy.remote("gen", "slow.bin")).send().await.unwrap();
+    let mut stream = r.bytes_stream();
+    let mut got = stream.next().await.unwrap().unwrap().to_vec();
+    let pid = proxy.pid();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining: /health tells the load balancer, and requests are still served.
+    let health = client().get(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "draining");
+    let r = client().get(&small).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "x-cache")),
+        (200, "HIT".to_string())
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "still within the delay"
+    );
+    // After the delay: no new connections; the transfer in flight finishes whole.
+    tokio::time::sleep(
+        Duration::from_secs(2).saturating_sub(signalled.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    assert!(
+        client().get(proxy.url("/health")).send().await.is_err(),
+        "no new connections once the delay is over"
+    );
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(sha256_hex(&got), sha256_hex(&body));
+    let exit = tokio::task::spawn_blocking(move || proxy.terminate())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
 async fn killed_mid_fill_leaves_no_partial_object_after_restart() {
     let up = TestUpstream::start();
     let body = test_bytes(8 * 1024 * 1024, 8);

@@ -85,6 +85,7 @@ async fn build_app(extra: &str) -> (Router, tempfile::TempDir) {
         engine,
         metrics,
         auth,
+        draining: Arc::default(),
     };
     (router(state), dir)
 }

@@ -14,7 +14,7 @@ use crate::server::{self, AppState};
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, CommandError> {
     let config = config::load_file(&global.config)?;
     let listen = args.listen.unwrap_or(config.server.listen);
-    let grace = config.server.shutdown_grace.0;
+    let grace = (config.server.drain_delay.0, config.server.shutdown_grace.0);
     let limits = server::listener::Limits {
         max_connections: connection_cap(config.server.max_connections.get()),
         header_timeout: config.server.header_timeout.0,
@@ -39,6 +39,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
         engine,
         metrics,
         auth,
+        draining: Arc::default(),
     };
     server::run(state, listen, limits, grace, |addr| {
         tracing::info!(version = crate::VERSION, "listening on http://{addr}");

@@ -101,6 +101,10 @@ pub struct ServerConfig {
     /// How long a shutdown waits for responses in flight before closing them.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Seconds,
+    /// After SIGINT/SIGTERM, how long requests are still accepted while `/health` answers 503
+    /// `draining`, so that a load balancer takes the replica out before it stops accepting.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: Seconds,
     /// Open client connections, at most (also held under the open-file limit).
     #[serde(default = "default_max_connections")]
     pub max_connections: NonZeroUsize,
@@ -118,6 +122,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             shutdown_grace: default_shutdown_grace(),
+            drain_delay: default_drain_delay(),
             max_connections: default_max_connections(),
             header_timeout: default_header_timeout(),
             send_timeout: default_send_timeout(),
@@ -139,6 +144,10 @@ fn default_send_timeout() -> Seconds {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+
+fn default_drain_delay() -> Seconds {
+    Seconds::secs(0)
 }
 
 fn default_shutdown_grace() -> Seconds {

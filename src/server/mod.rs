@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Who may do what (`auth:`).
     pub auth: Arc<crate::auth::Policy>,
+    /// Set once a shutdown began: `/health` answers 503 `draining`.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The whole route table.
@@ -67,9 +69,14 @@ pub fn router(state: AppState) -> Router {
 async fn health(State(state): State<AppState>) -> Response {
     let cache = &state.engine.cache;
     let (storage, meta) = tokio::join!(cache.storage.check(), cache.meta.check());
-    let ok = storage.is_ok() && meta.is_ok();
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let ok = storage.is_ok() && meta.is_ok() && !draining;
     let body = json!({
-        "status": if ok { "ok" } else { "degraded" },
+        "status": match (draining, ok) {
+            (true, _) => "draining",
+            (false, true) => "ok",
+            (false, false) => "degraded",
+        },
         "version": crate::VERSION,
         "backends": {
             "storage": { "reachable": storage.is_ok() },
@@ -101,20 +108,30 @@ async fn not_found(uri: Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
-/// Serves until SIGINT/SIGTERM, then stops accepting and gives responses in flight `grace` to
-/// finish. Calls `on_ready` with the bound address once listening.
+/// Serves until SIGINT/SIGTERM; then drains (`/health` answers 503 while requests are still
+/// taken, for `drain`), stops accepting and gives responses in flight `grace` to finish. Calls
+/// `on_ready` with the bound address once listening.
 pub async fn run(
     state: AppState,
     listen: SocketAddr,
     limits: listener::Limits,
-    grace: Duration,
+    (drain, grace): (Duration, Duration),
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     on_ready(addr);
-    let shutdown = async {
+    let draining = state.draining.clone();
+    let shutdown = async move {
         shutdown_signal().await;
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !drain.is_zero() {
+            tracing::info!(
+                seconds = drain.as_secs_f64(),
+                "draining: /health answers 503, requests are still served"
+            );
+            tokio::time::sleep(drain).await;
+        }
         tracing::info!("shutting down: no new connections, finishing responses in flight");
     };
     let metrics = state.metrics.clone();
