@@ -228,6 +228,7 @@ async fn max_size_evicts_what_is_worth_least_and_keeps_every_response_whole() {
         up.put(&format!("files/f{i:02}.bin"), b.clone());
     }
     let proxy = Proxy::start_in_with(&fs.data(), "  max_size: 20 MiB\n", &generic(&up));
+    assert!(proxy.log_shows("cache usage ready"), "eviction is on");
     let c = client();
     let get = |i: usize| {
         let (c, url) = (c.clone(), proxy.remote("gen", &format!("f{i:02}.bin")));
@@ -294,6 +295,7 @@ async fn a_reader_in_the_middle_of_an_evicted_object_still_gets_every_byte() {
         up.put(&format!("files/o{i}.bin"), b.clone());
     }
     let proxy = Proxy::start_in_with(&fs.data(), "  max_size: 20 MiB\n", &generic(&up));
+    assert!(proxy.log_shows("cache usage ready"), "eviction is on");
     let c = client();
     let r = c.get(proxy.remote("gen", "big.bin")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap(), big);
@@ -353,6 +355,7 @@ async fn uploads_keep_min_free_evicting_cached_objects_first_and_are_refused_wit
         generic(&up)
     );
     let p = Proxy::start_in_with_extra(&fs.data(), "  min_free: 10 MiB\n", &remotes, auth);
+    assert!(p.log_shows("cache usage ready"), "eviction is on");
     let c = client();
     for i in 0..3 {
         let url = p.remote("gen", &format!("c{i}.bin"));

@@ -81,12 +81,7 @@ async fn build_app(extra: &str) -> (Router, tempfile::TempDir) {
     let metrics = Arc::new(Metrics::new());
     let auth = Arc::new(Policy::from_config(&config.auth));
     let engine = Arc::new(Engine::open(config, metrics.clone()).await.unwrap());
-    let state = AppState {
-        engine,
-        metrics,
-        auth,
-        draining: Arc::default(),
-    };
+    let state = AppState::new(engine, auth, metrics);
     (router(state), dir)
 }
 

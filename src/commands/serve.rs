@@ -34,13 +34,13 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Comm
     if engine.cache.meta.shared().is_some() {
         tokio::spawn(share_usage(engine.clone()));
     }
-    tokio::spawn(evict_unused(engine.clone()));
-    let state = AppState {
-        engine,
-        metrics,
-        auth,
-        draining: Arc::default(),
-    };
+    let mut state = AppState::new(engine, auth, metrics);
+    state.config_path = Some(Arc::new(global.config.clone()));
+    tokio::spawn(evict_unused(state.clone()));
+    tokio::spawn(server::reload::on_sighup(
+        state.clone(),
+        global.config.clone(),
+    ));
     server::run(state, listen, limits, grace, |addr| {
         tracing::info!(version = crate::VERSION, "listening on http://{addr}");
     })
@@ -88,10 +88,17 @@ fn connection_cap(configured: usize) -> usize {
 /// filesystem an object's last read is its file's access time, else when it was fetched.
 /// With Redis metadata the shared usage is seeded instead (SPEC §12.5).
 async fn count_cache(engine: Arc<Engine>) {
+    let started = std::time::Instant::now();
     if let Some(redis) = engine.cache.meta.shared() {
         // Usage is kept in Redis: only records from before that need counting, once.
         match count_shared(redis, &engine).await {
-            Ok(()) => engine.cache.usage.mark_seeded(),
+            Ok(()) => {
+                engine.cache.usage.mark_seeded();
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "cache usage ready; eviction on"
+                );
+            }
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "could not count cached objects in Redis; eviction stays off until a restart");
             }
@@ -118,6 +125,11 @@ async fn count_cache(engine: Arc<Engine>) {
         return;
     }
     engine.cache.usage.mark_seeded();
+    tracing::info!(
+        remote_bytes = engine.cache.usage.remote_bytes(),
+        ms = started.elapsed().as_millis() as u64,
+        "cache usage ready; eviction on"
+    );
 }
 
 /// With Redis metadata: counts, once for all replicas, the records written before usage was
@@ -134,7 +146,9 @@ async fn count_shared(redis: &crate::meta::RedisMeta, engine: &Engine) -> crate:
         .await?
         .into_iter()
         .map(|e| {
-            let remote = remotes.contains(&crate::repo::usage::repo_of(&e.key));
+            let remote = remotes
+                .iter()
+                .any(|r| r == crate::repo::usage::repo_of(&e.key));
             (e.key, e.meta.size, e.meta.fetched_at_ms, remote)
         })
         .collect();
@@ -182,31 +196,24 @@ async fn share_usage(engine: Arc<Engine>) {
 }
 
 /// Evicts what the remotes with `cache.evict_unused_after` have not read for that long, every
-/// minute (more often for ages under two minutes).
-async fn evict_unused(engine: Arc<Engine>) {
-    let ages: Vec<(String, std::time::Duration)> = engine
-        .config
-        .remotes
-        .iter()
-        .filter_map(|(name, repo)| match repo {
-            config::RepoConfig::Remote(r) => r
-                .cache
-                .evict_unused_after
-                .filter(|a| !a.is_zero())
-                .map(|a| (name.as_str().to_string(), a.0)),
-            _ => None,
-        })
-        .collect();
-    let Some(shortest) = ages.iter().map(|(_, a)| *a).min() else {
-        return;
-    };
-    let every = (shortest / 2).clamp(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(60),
-    );
-    let mut tick = tokio::time::interval(every);
+/// minute (more often for ages under two minutes), by the configuration in force at each round.
+async fn evict_unused(state: AppState) {
     loop {
-        tick.tick().await;
-        engine.cache.evict_unused(&ages).await;
+        let engine = state.engine();
+        let ages = engine.remote_ages();
+        let every = ages.iter().map(|(_, a)| *a / 2).min().map_or(
+            std::time::Duration::from_secs(60),
+            |half| {
+                half.clamp(
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(60),
+                )
+            },
+        );
+        drop(engine);
+        tokio::time::sleep(every).await;
+        if !ages.is_empty() {
+            state.engine().cache.evict_unused(&ages).await;
+        }
     }
 }

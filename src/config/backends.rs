@@ -20,7 +20,7 @@ pub enum ChecksumMode {
 }
 
 /// Where objects are stored, as chosen by `storage.backend`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StorageConfig {
     /// A directory on the local filesystem: objects live under `path/objects/`.
     Filesystem {
@@ -32,7 +32,7 @@ pub enum StorageConfig {
 }
 
 /// The settings of the `s3` storage backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct S3Config {
     /// The bucket; required (checked when the backend is opened).
     pub bucket: Option<EnvString>,
@@ -55,7 +55,7 @@ pub struct S3Config {
 }
 
 /// Where per-object metadata and index TTLs are kept, as chosen by `metadata.backend`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MetadataConfig {
     /// JSON records on the local filesystem, under `path/meta/`.
     Embedded {
@@ -67,7 +67,7 @@ pub enum MetadataConfig {
 }
 
 /// The settings of the `redis` metadata backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// The server URL (hidden from `Debug`); required (checked when the backend is opened).
     pub url: Option<Secret>,

@@ -39,8 +39,8 @@ pub struct RedisMeta {
     conn: ConnectionManager,
     prefix: String,
     commits: CommitSubscriber,
-    /// The remote repositories: their objects are ranked for eviction.
-    evictable: HashSet<String>,
+    /// The remote repositories: their objects are ranked for eviction. Replaced on reload.
+    evictable: std::sync::RwLock<HashSet<String>>,
 }
 
 /// Redis errors carry the server address but never the password; still, keep them short.
@@ -127,8 +127,23 @@ impl RedisMeta {
             conn,
             prefix,
             commits,
-            evictable,
+            evictable: std::sync::RwLock::new(evictable),
         })
+    }
+
+    /// The remote repositories, after a reload.
+    pub fn set_remotes(&self, remotes: HashSet<String>) {
+        *self
+            .evictable
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = remotes;
+    }
+
+    fn is_remote(&self, repo: &str) -> bool {
+        self.evictable
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(repo)
     }
 
     /// `metadata.key_prefix`.
@@ -206,11 +221,7 @@ impl RedisMeta {
             .arg(key)
             .arg(repo)
             .arg(meta.size)
-            .arg(if self.evictable.contains(repo) {
-                "1"
-            } else {
-                "0"
-            })
+            .arg(if self.is_remote(repo) { "1" } else { "0" })
             .arg(now)
             .arg(&self.prefix);
         self.run_script::<i64>("writing a record", &inv)

@@ -23,21 +23,19 @@ impl Cache {
     /// object that could not fit anyway. `key`, and objects being filled, are never evicted.
     pub async fn make_room(&self, key: &str, extra: u64) -> Option<usage::Reservation<'_>> {
         let repo = usage::repo_of(key);
-        let limited = self.usage.max_size.is_some() || self.usage.repo_limit(repo).is_some();
+        let limited = self.usage.max_size().is_some() || self.usage.repo_limit(repo).is_some();
         let space = self.storage.object_space();
         let disk_fits = |space: Option<(u64, u64)>, reserved: u64| match space {
             Some((free, total)) => {
-                free.saturating_sub(reserved)
-                    >= extra.saturating_add(self.limits.min_free.of(total))
+                free.saturating_sub(reserved) >= extra.saturating_add(self.min_free().of(total))
             }
             None => self.storage.has_room_for(extra),
         };
         // Larger than a limit: evicting everything would not help.
-        let too_large = self.usage.max_size.is_some_and(|m| extra > m)
+        let too_large = self.usage.max_size().is_some_and(|m| extra > m)
             || self.usage.repo_limit(repo).is_some_and(|m| extra > m)
-            || space.is_some_and(|(_, total)| {
-                extra.saturating_add(self.limits.min_free.of(total)) > total
-            });
+            || space
+                .is_some_and(|(_, total)| extra.saturating_add(self.min_free().of(total)) > total);
         if too_large {
             return None;
         }
@@ -59,7 +57,7 @@ impl Cache {
             }
             if let Some((free, total)) = self.storage.object_space() {
                 let want = extra
-                    .saturating_add(self.limits.min_free.of(total))
+                    .saturating_add(self.min_free().of(total))
                     .saturating_add(self.usage.reserved());
                 let short = want.saturating_sub(free);
                 if short > 0 {
@@ -81,7 +79,7 @@ impl Cache {
         let Some((_, total)) = self.storage.object_space() else {
             return self.storage.has_room_for(extra);
         };
-        let keep = self.limits.min_free.of(total);
+        let keep = self.min_free().of(total);
         let short = |space: Option<(u64, u64)>| match space {
             Some((free, _)) => extra
                 .saturating_add(keep)
@@ -196,7 +194,7 @@ impl Cache {
         } else {
             (0, 0)
         };
-        if let Some(max) = self.usage.max_size {
+        if let Some(max) = self.usage.max_size() {
             let used: u64 = self.usage.remotes().iter().map(|r| totals.bytes(r)).sum();
             let over = (used + all + extra).saturating_sub(max);
             if over > 0 {
@@ -261,10 +259,11 @@ impl Cache {
                 }
                 continue;
             };
-            let repos = match &scope {
-                Some(r) => vec![r.as_str()],
+            let repos = match scope {
+                Some(r) => vec![r],
                 None => self.usage.remotes(),
             };
+            let repos: Vec<&str> = repos.iter().map(String::as_str).collect();
             let candidates = match redis.least_worth(&repos, SHARED_CANDIDATES).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -304,7 +303,7 @@ impl Cache {
     /// each within the limit on its own; whoever finds the total over evicts back under it.
     pub async fn settle_shared(&self, key: &str) {
         if let Some(redis) = self.meta.shared()
-            && (self.usage.max_size.is_some()
+            && (self.usage.max_size().is_some()
                 || self.usage.repo_limit(usage::repo_of(key)).is_some())
         {
             drop(self.make_room_shared(redis, key, 0, false).await);

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{CacheLimits, Config, RepoConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::meta::{MetaStore, ObjectMeta};
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, Storage};
@@ -85,8 +85,8 @@ pub struct Cache {
     pub hot: hot::HotCache,
     /// What is stored, per repository and per remote object, and the limits on it.
     pub usage: usage::Usage,
-    /// `storage.min_free` and the other limits of the whole cache.
-    pub limits: CacheLimits,
+    /// `storage.min_free` and the other limits of the whole cache; replaced on reload.
+    limits: std::sync::RwLock<CacheLimits>,
     /// Held while evicting: one eviction at a time, so that two fills do not both evict for
     /// the same room.
     pub(crate) evicting: tokio::sync::Mutex<()>,
@@ -102,6 +102,13 @@ pub struct Engine {
 }
 
 impl Cache {
+    /// `storage.min_free`.
+    pub fn min_free(&self) -> crate::config::MinFree {
+        self.limits
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .min_free
+    }
     /// Writes the record of the object just committed at `key`. When that fails the object is
     /// removed as well (with the record of the copy it replaced, if that can still be
     /// removed): an object is kept only with its own record.
@@ -122,16 +129,6 @@ impl Engine {
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<Engine> {
         let storage = Storage::from_config(&config).await?;
         let meta = MetaStore::from_config(&config).await?;
-        let evictable = config
-            .remotes
-            .iter()
-            .filter_map(|(name, repo)| match repo {
-                RepoConfig::Remote(r) => {
-                    Some((name.as_str().to_string(), r.cache.max_size.map(|b| b.0)))
-                }
-                _ => None,
-            })
-            .collect();
         metrics
             .cache_limit_bytes
             .set(config.limits.max_size.unwrap_or(0) as i64);
@@ -141,11 +138,54 @@ impl Engine {
             meta,
             inflight: Inflight::default(),
             hot: hot::HotCache::default(),
-            usage: usage::Usage::with_sharing(evictable, config.limits.max_size, shared),
-            limits: config.limits.clone(),
+            usage: usage::Usage::with_sharing(
+                remote_limits(&config),
+                config.limits.max_size,
+                shared,
+            ),
+            limits: std::sync::RwLock::new(config.limits.clone()),
             evicting: tokio::sync::Mutex::new(()),
             metrics,
         });
+        Engine::over(config, cache)
+    }
+
+    /// The repositories of a new `config` over this engine's cache, which goes on: fills in
+    /// flight, the usage index and the backends stay as they are. Refused when the storage or
+    /// metadata settings changed, as those need a restart; the new limits apply from now on.
+    pub fn reload(&self, config: Config) -> Result<Engine> {
+        for (what, same) in [
+            ("storage", config.storage == self.config.storage),
+            ("metadata", config.metadata == self.config.metadata),
+        ] {
+            if !same {
+                return Err(Error::BadRequest(format!(
+                    "the {what} settings changed: that needs a restart; nothing was reloaded"
+                )));
+            }
+        }
+        let engine = Engine::over(config, self.cache.clone())?;
+        let cache = &self.cache;
+        let config = &engine.config;
+        cache
+            .usage
+            .set_limits(remote_limits(config), config.limits.max_size);
+        *cache
+            .limits
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.limits.clone();
+        if let Some(redis) = cache.meta.shared() {
+            redis.set_remotes(remote_limits(config).into_keys().collect());
+        }
+        cache
+            .metrics
+            .cache_limit_bytes
+            .set(config.limits.max_size.unwrap_or(0) as i64);
+        Ok(engine)
+    }
+
+    /// Every repository of `config`, over `cache`.
+    fn over(config: Config, cache: Arc<Cache>) -> Result<Engine> {
         let mut repos = BTreeMap::new();
         for (name, repo) in &config.remotes {
             let opened = match repo {
@@ -175,9 +215,39 @@ impl Engine {
         })
     }
 
+    /// The remotes of this configuration with a `cache.evict_unused_after`, and that age.
+    pub fn remote_ages(&self) -> Vec<(String, std::time::Duration)> {
+        self.config
+            .remotes
+            .iter()
+            .filter_map(|(name, repo)| match repo {
+                RepoConfig::Remote(r) => r
+                    .cache
+                    .evict_unused_after
+                    .filter(|a| !a.is_zero())
+                    .map(|a| (name.as_str().to_string(), a.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Removes temp files left by processes that died mid-write.
     pub async fn sweep_temp_files(&self) -> Result<u64> {
         Ok(self.cache.storage.sweep_temp_files().await?
             + self.cache.meta.sweep_temp_files().await?)
     }
+}
+
+/// The remote repositories of `config`, each with its `cache.max_size`.
+fn remote_limits(config: &Config) -> std::collections::HashMap<String, Option<u64>> {
+    config
+        .remotes
+        .iter()
+        .filter_map(|(name, repo)| match repo {
+            RepoConfig::Remote(r) => {
+                Some((name.as_str().to_string(), r.cache.max_size.map(|b| b.0)))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -180,13 +180,18 @@ impl Inner {
 /// The cache's usage, shared by every repository.
 pub struct Usage {
     inner: Mutex<Inner>,
-    /// Names of the repositories whose objects may be evicted (remotes), with their limit.
-    evictable: HashMap<String, Option<u64>>,
-    /// `storage.max_size`.
-    pub max_size: Option<u64>,
+    /// Names of the repositories whose objects may be evicted (remotes), with their limit,
+    /// and `storage.max_size`: replaced when the configuration is reloaded.
+    limits: std::sync::RwLock<Limits>,
     /// Set once the start-up scan has seeded the index: eviction waits for it, so that it
     /// never picks new objects only because the old ones are not known yet.
     seeded: AtomicBool,
+}
+
+/// The limits of [`Usage`].
+struct Limits {
+    evictable: HashMap<String, Option<u64>>,
+    max_size: Option<u64>,
 }
 
 /// Microseconds since the epoch, strictly increasing within the process: reads in the same
@@ -227,10 +232,40 @@ impl Usage {
                 shared,
                 ..Inner::default()
             }),
-            evictable,
-            max_size,
+            limits: std::sync::RwLock::new(Limits {
+                evictable,
+                max_size,
+            }),
             seeded: AtomicBool::new(false),
         }
+    }
+
+    /// New limits, from a reloaded configuration. Objects of a repository that became a
+    /// remote are tracked from their next store; those of one that is no longer a remote stay
+    /// tracked until removed.
+    pub fn set_limits(&self, evictable: HashMap<String, Option<u64>>, max_size: Option<u64>) {
+        *self
+            .limits
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Limits {
+            evictable,
+            max_size,
+        };
+    }
+
+    fn limits(&self) -> std::sync::RwLockReadGuard<'_, Limits> {
+        self.limits
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_evictable(&self, repo: &str) -> bool {
+        self.limits().evictable.contains_key(repo)
+    }
+
+    /// `storage.max_size`.
+    pub fn max_size(&self) -> Option<u64> {
+        self.limits().max_size
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -258,7 +293,7 @@ impl Usage {
         if inner.tracked(key).is_some() || inner.before_seed.contains_key(key) {
             return;
         }
-        if self.evictable.contains_key(repo) {
+        if self.is_evictable(repo) {
             // How often it was read before is not known: it starts as if cached just now,
             // but without the inflation objects cached since the start have.
             let tracked = Tracked {
@@ -282,7 +317,7 @@ impl Usage {
     pub fn stored(&self, key: &str, size: u64, previous: Option<u64>, metrics: &Metrics) {
         let mut inner = self.lock();
         let repo = repo_of(key);
-        let old = if self.evictable.contains_key(repo) {
+        let old = if self.is_evictable(repo) {
             let base = inner.inflation;
             let map = inner.objects.entry(repo.to_string()).or_default();
             let (old, hits) = match map.get(key) {
@@ -319,7 +354,7 @@ impl Usage {
     pub fn removed(&self, key: &str, size: u64, metrics: &Metrics) {
         let mut inner = self.lock();
         let repo = repo_of(key);
-        let counted = if self.evictable.contains_key(repo) {
+        let counted = if self.is_evictable(repo) {
             let tracked = inner.remove_tracked(key).map(|t| t.size);
             if let Some(t) = tracked {
                 inner.remote_bytes -= t;
@@ -359,7 +394,7 @@ impl Usage {
 
     /// The limit of `repo` (its `cache.max_size`), if it is a remote with one.
     pub fn repo_limit(&self, repo: &str) -> Option<u64> {
-        self.evictable.get(repo).copied().flatten()
+        self.limits().evictable.get(repo).copied().flatten()
     }
 
     /// The object at `key` was read.
@@ -391,8 +426,8 @@ impl Usage {
     }
 
     /// The names of the remote repositories (whose objects may be evicted).
-    pub fn remotes(&self) -> Vec<&str> {
-        self.evictable.keys().map(String::as_str).collect()
+    pub fn remotes(&self) -> Vec<String> {
+        self.limits().evictable.keys().cloned().collect()
     }
 
     /// Bytes promised to fills of `repo` that are writing now.
@@ -420,7 +455,11 @@ impl Usage {
     pub fn excess(&self, repo: &str, extra: u64) -> Vec<(EvictReason, Option<String>, u64)> {
         let inner = self.lock();
         let mut out = Vec::new();
-        if let Some(max) = self.max_size {
+        let (max_size, repo_max) = {
+            let l = self.limits();
+            (l.max_size, l.evictable.get(repo).copied().flatten())
+        };
+        if let Some(max) = max_size {
             let over = inner
                 .remote_bytes
                 .saturating_add(inner.reserved)
@@ -430,13 +469,13 @@ impl Usage {
                 out.push((EvictReason::MaxSize, None, over));
             }
         }
-        if let Some(Some(max)) = self.evictable.get(repo) {
+        if let Some(max) = repo_max {
             let used = inner.repos.get(repo).map_or(0, |u| u.bytes);
             let reserved = inner.reserved_by_repo.get(repo).copied().unwrap_or(0);
             let over = used
                 .saturating_add(reserved)
                 .saturating_add(extra)
-                .saturating_sub(*max);
+                .saturating_sub(max);
             if over > 0 {
                 out.push((EvictReason::RepositoryMaxSize, Some(repo.to_string()), over));
             }

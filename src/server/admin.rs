@@ -1,5 +1,6 @@
 //! Administrative endpoints: `POST /api/v1/cache/flush?remote=NAME&type=all|index|files
-//! &unused_for=30d`, which needs the `admin` role on that repository (on `*` without `remote`).
+//! &unused_for=30d`, which needs the `admin` role on that repository (on `*` without `remote`),
+//! and `POST /api/v1/admin/reload`.
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +25,7 @@ pub async fn flush(
     caller: Caller,
     Query(q): Query<FlushQuery>,
 ) -> Response {
-    if let Err(e) = caller.require(&state.auth, q.remote.as_deref(), Role::Admin) {
+    if let Err(e) = caller.require(&state.auth(), q.remote.as_deref(), Role::Admin) {
         return ApiError {
             error: e,
             remote: q.remote,
@@ -42,7 +43,7 @@ pub async fn flush(
         Some(Err(e)) => return ApiError::new(Error::BadRequest(e)).into_response(),
     };
     match state
-        .engine
+        .engine()
         .flush(q.remote.as_deref(), scope, unused_for)
         .await
     {
@@ -58,5 +59,41 @@ pub async fn flush(
             path: None,
         }
         .into_response(),
+    }
+}
+
+/// `POST /api/v1/admin/reload`: reads the configuration file again (needs `admin` on every
+/// repository). 200 with what is now in force, or 400 `invalid_config` with the report, the
+/// old configuration staying in force.
+pub async fn reload(State(state): State<AppState>, caller: Caller) -> Response {
+    if let Err(e) = caller.require(&state.auth(), None, Role::Admin) {
+        return ApiError::new(e).into_response();
+    }
+    let Some(path) = state.config_path.clone() else {
+        return ApiError::new(Error::Unsupported(
+            "this server was not started from a configuration file".into(),
+        ))
+        .into_response();
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        super::reload::reload_and_log(&state, &path, "admin endpoint")
+    })
+    .await;
+    match outcome {
+        Ok(Ok(r)) => axum::Json(serde_json::json!({
+            "status": "ok",
+            "repositories": r.repositories,
+            "needs_restart": r.needs_restart,
+        }))
+        .into_response(),
+        Ok(Err(report)) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "error": "invalid_config",
+                "message": report,
+            })),
+        )
+            .into_response(),
+        Err(e) => ApiError::new(Error::BadRequest(format!("reload failed: {e}"))).into_response(),
     }
 }

@@ -36,12 +36,14 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        if !state.auth.has_tokens() {
+        if !state.auth().has_tokens() {
             return Ok(Caller(None));
         }
         let result = match parts.headers.get(AUTHORIZATION) {
             None => return Ok(Caller(None)),
-            Some(value) => credentials(value.as_bytes()).and_then(|c| state.auth.authenticate(&c)),
+            Some(value) => {
+                credentials(value.as_bytes()).and_then(|c| state.auth().authenticate(&c))
+            }
         };
         match result {
             Ok(p) => Ok(Caller(Some(p))),

@@ -25,7 +25,7 @@ pub async fn ping(
     caller: Caller,
 ) -> Result<Response, RegistryError> {
     state
-        .auth
+        .auth()
         .require_identity(caller.0.as_deref())
         .map_err(RegistryError::with("NAME_UNKNOWN"))?;
     let mut resp = axum::Json(serde_json::json!({})).into_response();
@@ -88,12 +88,12 @@ pub async fn v2(
     let v2 = parse_v2_path(rest).map_err(&name_unknown)?;
     let fail = RegistryError::with(v2.endpoint.unknown_code());
     state
-        .auth
+        .auth()
         .require_identity(caller.0.as_deref())
         .map_err(&fail)?;
-    let authorize = |repo: &str| caller.require(&state.auth, Some(repo), Role::Read);
+    let authorize = |repo: &str| caller.require(&state.auth(), Some(repo), Role::Read);
     let (repo, name) = match state
-        .engine
+        .engine()
         .docker_target(&v2, query.ns.as_deref(), &authorize)
         .map_err(&name_unknown)?
     {

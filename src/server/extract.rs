@@ -38,7 +38,7 @@ impl RepoTail {
     /// Checks that `caller` has `role` on this repository.
     pub fn require(&self, state: &AppState, caller: &Caller, role: Role) -> Result<(), ApiError> {
         caller
-            .require(&state.auth, Some(&self.name), role)
+            .require(&state.auth(), Some(&self.name), role)
             .map_err(|e| self.error(e))
     }
 

@@ -35,7 +35,7 @@ fn open(
 ) -> Result<Arc<LocalRepo>, ApiError> {
     req.require(state, caller, need)?;
     state
-        .engine
+        .engine()
         .local(&req.name)
         .cloned()
         .map_err(|e| req.error(e))

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 pub mod listener;
 mod local;
+pub mod reload;
 mod remote;
 mod respond;
 mod virtual_repo;
@@ -33,12 +34,62 @@ pub use error::ApiError;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    /// The repositories and who may use them: replaced whole by a reload, while requests
+    /// already running keep the ones they started with.
+    live: Arc<std::sync::RwLock<Live>>,
     pub metrics: Arc<Metrics>,
-    /// Who may do what (`auth:`).
-    pub auth: Arc<crate::auth::Policy>,
     /// Set once a shutdown began: `/health` answers 503 `draining`.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The file the configuration was read from, for reloads; `None` when it came from
+    /// elsewhere (tests), and then reloading is refused.
+    pub config_path: Option<Arc<std::path::PathBuf>>,
+}
+
+/// What a configuration defines: the engine (repositories over the cache) and the auth policy.
+#[derive(Clone)]
+struct Live {
+    engine: Arc<Engine>,
+    auth: Arc<crate::auth::Policy>,
+}
+
+impl AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        auth: Arc<crate::auth::Policy>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        AppState {
+            live: Arc::new(std::sync::RwLock::new(Live { engine, auth })),
+            metrics,
+            draining: Arc::default(),
+            config_path: None,
+        }
+    }
+
+    fn live(&self) -> Live {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The repositories, as configured now.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.live().engine
+    }
+
+    /// Who may do what (`auth:`), as configured now.
+    pub fn auth(&self) -> Arc<crate::auth::Policy> {
+        self.live().auth
+    }
+
+    /// Puts a reloaded configuration in force for the requests that start from now on.
+    pub fn replace(&self, engine: Arc<Engine>, auth: Arc<crate::auth::Policy>) {
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Live { engine, auth };
+    }
 }
 
 /// The whole route table.
@@ -57,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/virtual/{*rest}", get(virtual_repo::read))
         .route("/api/v1/cache/flush", post(admin::flush))
+        .route("/api/v1/admin/reload", post(admin::reload))
         .route("/v2", get(docker::ping))
         .route("/v2/", get(docker::ping))
         .route("/v2/{*rest}", any(docker::v2))
@@ -67,7 +119,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let cache = &state.engine.cache;
+    let engine = state.engine();
+    let cache = &engine.cache;
     let (storage, meta) = tokio::join!(cache.storage.check(), cache.meta.check());
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let ok = storage.is_ok() && meta.is_ok() && !draining;

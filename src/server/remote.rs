@@ -25,7 +25,8 @@ pub async fn get_remote(
 ) -> Result<Response, ApiError> {
     req.require(&state, &caller, Role::Read)?;
     let name = req.name.as_str();
-    let repo = state.engine.remote(name).map_err(|e| req.error(e))?;
+    let engine = state.engine();
+    let repo = engine.remote(name).map_err(|e| req.error(e))?;
     let package = repo.package().as_str();
     let metrics = &state.metrics;
     let fetch = RepoPath::parse(&req.tail)

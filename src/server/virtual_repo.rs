@@ -31,7 +31,7 @@ pub async fn read(
     req.require(&state, &caller, Role::Read)?;
     let name = req.name.as_str();
     let package = state
-        .engine
+        .engine()
         .virtual_repo(name)
         .map_err(|e| req.error(e))?
         .package()
@@ -42,10 +42,10 @@ pub async fn read(
         req.error(e)
     })?;
     let result = state
-        .engine
+        .engine()
         .virtual_read(name, &path, read_op(&method, &headers), &|member| {
             caller
-                .require(&state.auth, Some(member), Role::Read)
+                .require(&state.auth(), Some(member), Role::Read)
                 .is_ok()
         })
         .await;
@@ -68,7 +68,7 @@ pub(super) async fn v2(
     let fail = RegistryError::with(v2.endpoint.unknown_code());
     let page = page.map_err(&fail)?;
     let result = state
-        .engine
+        .engine()
         .docker_virtual_read(
             name,
             &v2.segments[1..],
@@ -77,7 +77,7 @@ pub(super) async fn v2(
             read_op(method, headers),
             &|member| {
                 caller
-                    .require(&state.auth, Some(member), Role::Read)
+                    .require(&state.auth(), Some(member), Role::Read)
                     .is_ok()
             },
         )

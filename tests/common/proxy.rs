@@ -173,6 +173,25 @@ impl Proxy {
         self.child.as_ref().unwrap().id()
     }
 
+    /// The configuration file the process was started with.
+    pub fn config_file(&self) -> &Path {
+        &self.config
+    }
+
+    /// Sends signal `name` (`HUP`, `TERM`) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// How many times the server's log holds `needle` now.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().matches(needle).count()
+    }
+
     /// True once the server's log holds `needle`, within 5 s: the log is read from the
     /// process's output by another thread, so a line may arrive after the response it was
     /// written for.
