@@ -10,7 +10,7 @@
 //! | `P` `usage:size` | hash | KEY → bytes, for every record |
 //! | `P` `usage:bytes`, `P` `usage:objects` | hash | R → totals |
 //! | `P` `usage:hits` | hash | KEY → reads, remote objects only |
-//! | `P` `usage:worth:` R | sorted set | KEY by worth (inflation + reads / √size) |
+//! | `P` `usage:worth:` R | sorted set | KEY by worth (inflation + reads / size^0.15) |
 //! | `P` `usage:read:` R | sorted set | KEY by last read (ms since the epoch) |
 //! | `P` `usage:inflation` | string | the worth of the last object evicted |
 //! | `P` `usage:seeded` | string | set once records from before usage was kept are counted |
@@ -59,7 +59,7 @@ if ARGV[7] == '1' then
     redis.call('hset', p .. 'usage:hits', key, 1)
   end
   local base = tonumber(redis.call('get', p .. 'usage:inflation') or '0')
-  redis.call('zadd', p .. 'usage:worth:' .. repo, base + hits / math.sqrt(math.max(size, 1)), key)
+  redis.call('zadd', p .. 'usage:worth:' .. repo, base + hits / math.max(size, 1) ^ 0.15, key)
   redis.call('zadd', p .. 'usage:read:' .. repo, ARGV[8], key)
 end
 redis.call('publish', ARGV[3], key)
@@ -108,7 +108,7 @@ for i = 3, #ARGV, 2 do
   if redis.call('zscore', worth, key) then
     local size = tonumber(redis.call('hget', p .. 'usage:size', key) or '1')
     local hits = redis.call('hincrby', p .. 'usage:hits', key, ARGV[i + 1])
-    redis.call('zadd', worth, base + hits / math.sqrt(math.max(size, 1)), key)
+    redis.call('zadd', worth, base + hits / math.max(size, 1) ^ 0.15, key)
     redis.call('zadd', p .. 'usage:read:' .. repo, now, key)
   end
 end
@@ -133,7 +133,7 @@ for i = 2, #ARGV, 4 do
     redis.call('hincrby', p .. 'usage:objects', repo, 1)
     if ARGV[i + 3] == '1' then
       redis.call('hset', p .. 'usage:hits', key, 1)
-      redis.call('zadd', p .. 'usage:worth:' .. repo, 1 / math.sqrt(math.max(size, 1)), key)
+      redis.call('zadd', p .. 'usage:worth:' .. repo, 1 / math.max(size, 1) ^ 0.15, key)
       redis.call('zadd', p .. 'usage:read:' .. repo, ARGV[i + 2], key)
     end
     n = n + 1
