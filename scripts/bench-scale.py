@@ -615,7 +615,7 @@ def report(runs, rss_loaded, rows, extra):
         f.write("\n")
     met = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     rss_max = max(last["rss_counted_kib"], rss_loaded)
-    data_note = ("reused from an earlier run (BENCH_SCALE_KEEP=1)" if extra.get("reused_data")
+    data_note = ("reused from an earlier run with BENCH_SCALE_KEEP=1" if extra.get("reused_data")
                  else f"written in {extra.get('generate_s')}s")
     lines = [
         f"## artifactapi scale benchmark ({COMMIT}, {when})",
