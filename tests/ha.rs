@@ -556,14 +556,7 @@ async fn redis_and_garage_restarted_under_load() {
 /// The value of the sample `series` (name and labels, as the exposition prints them) in the
 /// metrics `p` serves, 0 when it is absent.
 async fn metric(c: &reqwest::Client, p: &Proxy, series: &str) -> f64 {
-    let text = c
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(c, &p.url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)

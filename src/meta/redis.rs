@@ -157,12 +157,7 @@ impl RedisMeta {
 
     pub(super) async fn run<T: FromRedisValue>(&self, context: &str, cmd: &Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
-            Ok(r) => r.map_err(redis_error(context)),
-            Err(_) => Err(Error::metadata(context.to_string())(RedisCause(
-                "Redis did not answer in time".into(),
-            ))),
-        }
+        timed(context, cmd.query_async(&mut conn)).await
     }
 
     pub(super) async fn run_pipe<T: FromRedisValue>(
@@ -171,12 +166,7 @@ impl RedisMeta {
         pipe: &Pipeline,
     ) -> Result<T> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, pipe.query_async(&mut conn)).await {
-            Ok(r) => r.map_err(redis_error(context)),
-            Err(_) => Err(Error::metadata(context.to_string())(RedisCause(
-                "Redis did not answer in time".into(),
-            ))),
-        }
+        timed(context, pipe.query_async(&mut conn)).await
     }
 
     pub(super) async fn run_script<T: FromRedisValue>(
@@ -185,12 +175,7 @@ impl RedisMeta {
         inv: &ScriptInvocation<'_>,
     ) -> Result<T> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, inv.invoke_async(&mut conn)).await {
-            Ok(r) => r.map_err(redis_error(context)),
-            Err(_) => Err(Error::metadata(context.to_string())(RedisCause(
-                "Redis did not answer in time".into(),
-            ))),
-        }
+        timed(context, inv.invoke_async(&mut conn)).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -418,6 +403,19 @@ impl RedisMeta {
     pub async fn check(&self) -> Result<()> {
         let _: String = self.run("pinging Redis", &redis::cmd("PING")).await?;
         Ok(())
+    }
+}
+
+/// `call`, bounded by [`OP_TIMEOUT`], with `context` in its error.
+async fn timed<T>(
+    context: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(OP_TIMEOUT, call).await {
+        Ok(r) => r.map_err(redis_error(context)),
+        Err(_) => Err(Error::metadata(context.to_string())(RedisCause(
+            "Redis did not answer in time".into(),
+        ))),
     }
 }
 

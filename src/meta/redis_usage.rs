@@ -10,7 +10,7 @@
 //! | `P` `usage:size` | hash | KEY → bytes, for every record |
 //! | `P` `usage:bytes`, `P` `usage:objects` | hash | R → totals |
 //! | `P` `usage:hits` | hash | KEY → reads, remote objects only |
-//! | `P` `usage:worth:` R | sorted set | KEY by worth (inflation + reads / size^0.15) |
+//! | `P` `usage:worth:` R | sorted set | KEY by worth (inflation + reads / size^[`SIZE_WEIGHT`]) |
 //! | `P` `usage:read:` R | sorted set | KEY by last read (ms since the epoch) |
 //! | `P` `usage:inflation` | string | the worth of the last object evicted |
 //! | `P` `usage:seeded` | string | set once records from before usage was kept are counted |
@@ -24,6 +24,7 @@ use redis::Script;
 
 use super::redis::RedisMeta;
 use crate::error::Result;
+use crate::repo::usage::SIZE_WEIGHT;
 
 /// How long the eviction lock is held without being renewed: a replica that dies while
 /// evicting holds up the others no longer than this.
@@ -35,7 +36,7 @@ const CHUNK: usize = 500;
 /// Writes a record and counts it. KEYS: record, fresh marker. ARGV: record JSON, freshness in
 /// ms (0: none), commit channel, KEY, R, size, "1" when R is a remote, now (ms), P.
 pub(super) static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local p, key, repo, size = ARGV[9], ARGV[4], ARGV[5], tonumber(ARGV[6])
 redis.call('set', KEYS[1], ARGV[1])
@@ -59,13 +60,14 @@ if ARGV[7] == '1' then
     redis.call('hset', p .. 'usage:hits', key, 1)
   end
   local base = tonumber(redis.call('get', p .. 'usage:inflation') or '0')
-  redis.call('zadd', p .. 'usage:worth:' .. repo, base + hits / math.max(size, 1) ^ 0.15, key)
+  redis.call('zadd', p .. 'usage:worth:' .. repo, base + hits / math.max(size, 1) ^ {w}, key)
   redis.call('zadd', p .. 'usage:read:' .. repo, ARGV[8], key)
 end
 redis.call('publish', ARGV[3], key)
 return 1
 ",
-    )
+        w = SIZE_WEIGHT
+    ))
 });
 
 /// Deletes records and uncounts them. ARGV: P, then the KEYs. Returns how many records existed.
@@ -97,7 +99,7 @@ return n
 /// Adds reads. ARGV: P, now (ms), then KEY and count pairs. Objects no longer cached are
 /// skipped.
 static READS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local p, now = ARGV[1], ARGV[2]
 local base = tonumber(redis.call('get', p .. 'usage:inflation') or '0')
@@ -108,19 +110,20 @@ for i = 3, #ARGV, 2 do
   if redis.call('zscore', worth, key) then
     local size = tonumber(redis.call('hget', p .. 'usage:size', key) or '1')
     local hits = redis.call('hincrby', p .. 'usage:hits', key, ARGV[i + 1])
-    redis.call('zadd', worth, base + hits / math.max(size, 1) ^ 0.15, key)
+    redis.call('zadd', worth, base + hits / math.max(size, 1) ^ {w}, key)
     redis.call('zadd', p .. 'usage:read:' .. repo, now, key)
   end
 end
 return 1
 ",
-    )
+        w = SIZE_WEIGHT
+    ))
 });
 
 /// Counts records that usage does not know yet. ARGV: P, then KEY, size, last read (ms) and
 /// "1" for a remote, four by four. Returns how many were added.
 static SEED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local p = ARGV[1]
 local n = 0
@@ -133,7 +136,7 @@ for i = 2, #ARGV, 4 do
     redis.call('hincrby', p .. 'usage:objects', repo, 1)
     if ARGV[i + 3] == '1' then
       redis.call('hset', p .. 'usage:hits', key, 1)
-      redis.call('zadd', p .. 'usage:worth:' .. repo, 1 / math.max(size, 1) ^ 0.15, key)
+      redis.call('zadd', p .. 'usage:worth:' .. repo, 1 / math.max(size, 1) ^ {w}, key)
       redis.call('zadd', p .. 'usage:read:' .. repo, ARGV[i + 2], key)
     end
     n = n + 1
@@ -141,7 +144,8 @@ for i = 2, #ARGV, 4 do
 end
 return n
 ",
-    )
+        w = SIZE_WEIGHT
+    ))
 });
 
 /// Raises the inflation value to ARGV[1] if it is lower. KEYS: the inflation key.
