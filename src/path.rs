@@ -82,6 +82,14 @@ impl RepoPath {
         self.joined.split('/')
     }
 
+    /// The path without its first `n` segments; `None` when nothing would be left.
+    pub fn tail(&self, n: usize) -> Option<RepoPath> {
+        let rest: Vec<&str> = self.segments().skip(n).collect();
+        (!rest.is_empty()).then(|| RepoPath {
+            joined: rest.join("/"),
+        })
+    }
+
     /// The path as it goes into an upstream URL, each segment percent-encoded.
     pub fn encoded(&self) -> String {
         self.segments()

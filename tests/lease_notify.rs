@@ -53,7 +53,7 @@ impl Replica {
 
     /// Takes the lease of `key`, which nobody holds.
     async fn take(&self, key: &str) -> LeaseGuard {
-        match claim(self.cache(), key, None).await {
+        match claim(self.cache(), key, None, None).await {
             Claim::Mine(Some(guard)) => guard,
             _ => panic!("{key}: expected to take the lease"),
         }
@@ -87,7 +87,7 @@ fn wait_on(waiter: &Replica, key: &str) -> tokio::task::JoinHandle<(Claim, Insta
     let cache = waiter.cache().clone();
     let key = key.to_string();
     tokio::spawn(async move {
-        let c = claim(&cache, &key, None).await;
+        let c = claim(&cache, &key, None, None).await;
         (c, Instant::now())
     })
 }

@@ -336,6 +336,19 @@ fn check(config: &ConfigFile, text: &str) -> Vec<Diagnostic> {
                 );
             }
         }
+        if repo.files_url.is_some()
+            && (repo.package != super::PackageKind::Pypi || repo.kind != RepoKind::Remote)
+        {
+            at(
+                &["remotes", n, "files_url"],
+                format!(
+                    "files_url is only valid for pypi remotes ('{n}' is a {} {})",
+                    repo.package.as_str(),
+                    repo.kind.as_str()
+                ),
+                None,
+            );
+        }
         if !repo.allowed_redirect_hosts.is_empty() && repo.kind != RepoKind::Remote {
             at(
                 &["remotes", n, "allowed_redirect_hosts"],
@@ -667,6 +680,27 @@ mod tests {
         );
         let v = validate_str(text);
         assert_eq!(v.len(), 1, "{v:?}");
+    }
+
+    #[test]
+    fn files_url_belongs_to_pypi_remotes() {
+        let text = "remotes:\n  p:\n    type: remote\n    package: pypi\n    base_url: https://pypi.org\n    files_url: https://files.pythonhosted.org\n";
+        let config = load_str(text).unwrap();
+        let crate::config::RepoConfig::Remote(r) = &config.remotes["p"] else {
+            panic!("p is a remote");
+        };
+        assert_eq!(
+            r.files_url.as_ref().unwrap().as_prefix(),
+            "https://files.pythonhosted.org"
+        );
+        let text = "remotes:\n  g:\n    type: remote\n    package: generic\n    base_url: http://h\n    files_url: http://f\n";
+        let d = load_str(text).unwrap_err();
+        assert_eq!((d[0].line, d[0].column), (6, 5), "{d:?}");
+        assert!(
+            d[0].message
+                .contains("files_url is only valid for pypi remotes ('g' is a generic remote)"),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub enum PackageKind {
     Rpm,
     Alpine,
     Generic,
+    Pypi,
 }
 
 impl PackageKind {
@@ -49,6 +50,7 @@ impl PackageKind {
             PackageKind::Rpm => "rpm",
             PackageKind::Alpine => "alpine",
             PackageKind::Generic => "generic",
+            PackageKind::Pypi => "pypi",
         }
     }
 }
@@ -61,7 +63,7 @@ pub(crate) struct RepoEntry {
     /// `local`, `remote` or `virtual`.
     #[serde(rename = "type")]
     pub kind: RepoKind,
-    /// `docker`, `rpm`, `alpine` or `generic`.
+    /// `docker`, `rpm`, `alpine`, `generic` or `pypi`.
     pub package: PackageKind,
     /// Upstream URL of a `remote`; every upstream request is `base_url` + `/` + path.
     #[serde(default)]
@@ -97,6 +99,10 @@ pub(crate) struct RepoEntry {
     /// GitHub REST API base used by `warm --github-releases` (default https://api.github.com).
     #[serde(default)]
     pub api_url: Option<BaseUrl>,
+    /// PyPI remotes: where the files the index pages link to live, when not under base_url
+    /// (https://files.pythonhosted.org for https://pypi.org).
+    #[serde(default)]
+    pub files_url: Option<BaseUrl>,
     /// `remote` repositories: hosts other than base_url's that redirects may lead to although
     /// they are not public (loopback, private, link-local addresses).
     #[serde(default)]
@@ -216,6 +222,8 @@ pub struct RemoteConfig {
     pub mirror_of: Vec<RegistryHost>,
     /// GitHub REST API base used by `warm --github-releases`.
     pub api_url: Option<BaseUrl>,
+    /// PyPI: the base of the files index pages link to (default: base_url).
+    pub files_url: Option<BaseUrl>,
     /// Hosts other than base_url's that redirects may lead to although they are not public.
     pub allowed_redirect_hosts: Vec<UpstreamHost>,
     pub description: Option<String>,
@@ -283,6 +291,7 @@ impl TryFrom<RepoEntry> for RepoConfig {
                     .map(|h| RegistryHost::parse(h))
                     .collect::<Result<_, _>>()?,
                 api_url: e.api_url,
+                files_url: e.files_url,
                 allowed_redirect_hosts: e.allowed_redirect_hosts,
                 description: e.description,
             })),

@@ -8,6 +8,8 @@
 //! - `rpm.rs`: `repodata/` is index; repomd.xml → primary.xml → `.rpm` locations for warm
 //! - `alpine.rs`: `APKINDEX.tar.gz` is index; its records → `.apk` names for warm
 //! - `generic.rs`: nothing is index by format (only `index_patterns`)
+//! - `pypi.rs`: the Simple API (`simple/`) is index; its pages read and written in both forms
+//!   (PEP 503 HTML, PEP 691 JSON), routes and project names (its serving is `repo/pypi.rs`)
 //!
 //! A new format is a new file implementing [`Format`], a `PackageKind` variant, and its line in
 //! [`format`].
@@ -15,6 +17,7 @@
 pub mod alpine;
 pub mod docker;
 mod generic;
+pub mod pypi;
 pub mod rpm;
 
 use std::path::Path;
@@ -63,6 +66,7 @@ pub fn format(package: PackageKind) -> &'static dyn Format {
         PackageKind::Alpine => &alpine::Alpine,
         PackageKind::Docker => &docker::Docker,
         PackageKind::Generic => &generic::Generic,
+        PackageKind::Pypi => &pypi::Pypi,
     }
 }
 

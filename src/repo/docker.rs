@@ -1,7 +1,7 @@
 //! Docker/OCI remotes: which remote and image a `/v2/` request means (prefix or mirror mode),
 //! and the fetch of each registry endpoint (keys, classes, digests, token scopes).
 
-use super::remote::{Fetch, ManifestRules};
+use super::remote::{Fetch, ManifestRules, Origin};
 use super::{RemoteRepo, RepoPath};
 use crate::error::{Error, Result};
 use crate::package::docker::{
@@ -86,6 +86,7 @@ impl RemoteRepo {
             Endpoint::Manifest(Reference::Tag(tag)) => Fetch {
                 key: format!("{repo}/images/{name}/_manifests/{}", tag.as_str()),
                 upstream_path,
+                origin: Origin::Base,
                 query: None,
                 class: endpoint.class(),
                 accept: Some(MANIFEST_ACCEPT),
@@ -98,6 +99,7 @@ impl RemoteRepo {
             Endpoint::Manifest(Reference::Digest(d)) => Fetch {
                 key: format!("{repo}/images/{name}/_manifests/{}", d.as_str()),
                 upstream_path,
+                origin: Origin::Base,
                 query: None,
                 class: endpoint.class(),
                 accept: Some(MANIFEST_ACCEPT),
@@ -111,6 +113,7 @@ impl RemoteRepo {
                 // Blobs are shared by every image of the remote.
                 key: format!("{repo}/blobs/sha256/{}", d.hex()),
                 upstream_path,
+                origin: Origin::Base,
                 query: None,
                 class: endpoint.class(),
                 accept: Some(BLOB_ACCEPT),
@@ -132,6 +135,7 @@ impl RemoteRepo {
                 Fetch {
                     key: format!("{repo}/images/{name}/_tags/list{suffix}"),
                     upstream_path,
+                    origin: Origin::Base,
                     query: (!page.is_empty()).then(|| query.join("&")),
                     class: endpoint.class(),
                     accept: Some("application/json"),

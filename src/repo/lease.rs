@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Cache;
+use crate::digest::Sha256Digest;
 use crate::meta::ObjectMeta;
 
 /// Lifetime of a lease that is not renewed (how long a crashed replica holds up the others).
@@ -54,14 +55,22 @@ pub fn new_token() -> String {
 }
 
 /// Takes the fill lease of `key`, or waits for the replica that holds it. `stale` is the record
-/// being revalidated, if any: a commit counts only when it is newer.
-pub async fn claim(cache: &Arc<Cache>, key: &str, stale: Option<&ObjectMeta>) -> Claim {
+/// being revalidated, if any: a commit counts only when it is newer, and, with `expected`, only
+/// when it has that digest.
+pub async fn claim(
+    cache: &Arc<Cache>,
+    key: &str,
+    stale: Option<&ObjectMeta>,
+    expected: Option<Sha256Digest>,
+) -> Claim {
     let Some(shared) = cache.meta.coordination() else {
         return Claim::Mine(None);
     };
     let token = new_token();
     let filled = |m: &ObjectMeta| {
-        m.is_fresh(crate::now_ms()) && stale.is_none_or(|s| m.fetched_at_ms > s.fetched_at_ms)
+        m.is_fresh(crate::now_ms())
+            && stale.is_none_or(|s| m.fetched_at_ms > s.fetched_at_ms)
+            && expected.is_none_or(|d| d == m.sha256)
     };
     let deadline = Instant::now() + MAX_WAIT;
     // Listening starts before the first look at the lease, so a commit after it always wakes us.

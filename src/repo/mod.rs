@@ -10,6 +10,7 @@ pub mod hot;
 pub mod inflight;
 pub mod lease;
 pub mod local;
+pub mod pypi;
 pub mod remote;
 pub mod resolve;
 pub mod usage;

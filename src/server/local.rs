@@ -1,5 +1,6 @@
 //! `/api/v1/local/{repo}/{path}`: `PUT` uploads (streamed, optional `X-Checksum-Sha256`),
-//! `GET`/`HEAD` of a file or of a directory listing (`{dir}/` or `?list`), and `DELETE`.
+//! `GET`/`HEAD` of a file or of a directory listing (`{dir}/` or `?list`), and `DELETE`; in
+//! pypi repositories also the Simple API pages and the upload `POST` (see `pypi`).
 //! Reads need the `read` role (or anonymous reads), uploads and deletes `write`, and deletes
 //! in a repository without `allow_overwrite` `admin`.
 
@@ -7,17 +8,20 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde_json::json;
 
 use super::auth::Caller;
 use super::extract::{QueryPairs, RepoTail};
+use super::pypi;
 use super::respond::{read_op, record_request, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::config::PackageKind;
 use crate::digest::Sha256Digest;
 use crate::error::Error;
 use crate::repo::virtual_repo::ReadOp;
@@ -47,10 +51,21 @@ pub async fn read(
     caller: Caller,
     req: RepoTail,
     method: Method,
+    uri: Uri,
     Query(query): QueryPairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let repo = open(&state, &caller, &req, Role::Read)?;
+    if repo.package() == PackageKind::Pypi
+        && let Some(answer) =
+            pypi::local_page(&repo, &req.tail, uri.query(), &method, &headers).await
+    {
+        let bytes = state.metrics.bytes_served.with_label_values(&[&req.name]);
+        return match answer.map_err(|e| req.error(e))? {
+            pypi::Answer::Redirect(resp) => Ok(resp),
+            pypi::Answer::Served(s, page) => Ok(pypi::respond(s, page, bytes)),
+        };
+    }
     let wants_list =
         req.tail.is_empty() || req.tail.ends_with('/') || query.iter().any(|(k, _)| k == "list");
     if wants_list {
@@ -190,6 +205,43 @@ pub async fn put(
         "created": up.created,
     });
     Ok((status, Json(body)).into_response())
+}
+
+/// `POST`: the PyPI legacy upload API of a pypi repository (twine, `uv publish`); 200 when
+/// stored.
+pub async fn post(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: RepoTail,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let repo = open(&state, &caller, &req, Role::Write)?;
+    if repo.package() != PackageKind::Pypi || !matches!(req.tail.as_str(), "" | "legacy/") {
+        return Err(req.error(Error::Unsupported(
+            "POST is the upload API of pypi repositories, at the repository's own URL; upload other files with PUT".into(),
+        )));
+    }
+    let (upload, up) = pypi::upload(&repo, multipart)
+        .await
+        .map_err(|e| req.error(e))?;
+    tracing::info!(
+        repository = %req.name,
+        project = %upload.name,
+        file = %upload.filename,
+        bytes = up.size,
+        sha256 = %up.sha256.hex(),
+        token = caller.name(),
+        "uploaded"
+    );
+    let body = json!({
+        "repository": req.name,
+        "project": crate::package::pypi::normalize(&upload.name),
+        "filename": upload.filename,
+        "size": up.size,
+        "sha256": up.sha256,
+        "created": up.created,
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 /// `DELETE`: removes a file; 204, or 404 when there was none.

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 pub mod listener;
 mod local;
+mod pypi;
 pub mod reload;
 mod remote;
 mod respond;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/local/{*rest}",
             get(local::read)
                 .put(local::put)
+                .post(local::post)
                 .delete(local::delete)
                 // Uploads stream to storage whatever their size.
                 .layer(DefaultBodyLimit::disable()),

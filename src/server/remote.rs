@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 
 use super::auth::Caller;
 use super::extract::RepoTail;
+use super::pypi;
 use super::respond::{read_op, record_request, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::config::PackageKind;
 use crate::error::Result;
 use crate::repo::remote::Fetch;
 use crate::repo::virtual_repo::ReadOp;
@@ -21,6 +23,7 @@ pub async fn get_remote(
     caller: Caller,
     req: RepoTail,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     req.require(&state, &caller, Role::Read)?;
@@ -29,6 +32,21 @@ pub async fn get_remote(
     let repo = engine.remote(name).map_err(|e| req.error(e))?;
     let package = repo.package().as_str();
     let metrics = &state.metrics;
+    if repo.package() == PackageKind::Pypi {
+        let result = pypi::remote(repo, &req.tail, uri.query(), &method, &headers).await;
+        let bytes = metrics.bytes_served.with_label_values(&[name]);
+        return match result {
+            Ok(pypi::Answer::Redirect(resp)) => Ok(resp),
+            Ok(pypi::Answer::Served(s, page)) => {
+                record_request(metrics, name, package, Ok(s.cache));
+                Ok(pypi::respond(s, page, bytes))
+            }
+            Err(e) => {
+                record_request(metrics, name, package, Err(&e));
+                Err(req.error(e))
+            }
+        };
+    }
     let fetch = RepoPath::parse(&req.tail)
         .and_then(|p| repo.path_fetch(&p))
         .map_err(|e| {

@@ -50,6 +50,8 @@ pub struct RequestOptions<'a> {
     pub scope: Option<&'a str>,
     /// Ask for the body from this offset on (`Range: bytes=N-`); upstream may send it whole.
     pub range_from: Option<u64>,
+    /// Ask for the path as a directory (`path/`): PyPI's Simple API pages.
+    pub directory: bool,
 }
 
 /// An upstream of one remote repository.
@@ -135,6 +137,18 @@ impl Upstream {
         })
     }
 
+    /// The file host of a PyPI remote (`files_url`): the remote's client settings with `url`
+    /// as the base. The remote's credentials go along only when it is base_url's origin.
+    pub fn files_host(repo: &RemoteConfig, url: &BaseUrl) -> Result<Upstream> {
+        let mut config = repo.clone();
+        if url.url().origin() != repo.base_url.url().origin() {
+            config.username = None;
+            config.password = None;
+        }
+        config.base_url = url.clone();
+        Upstream::new(&config)
+    }
+
     /// Records every request of this upstream in `metrics` under `repository`.
     pub fn observed_as(mut self, repository: &str, metrics: &Metrics) -> Upstream {
         self.observer = Some(Observer {
@@ -195,6 +209,11 @@ impl Upstream {
                 .with_label_values(&[o.repository.as_str(), status.as_str()])
                 .inc();
         }
+    }
+
+    /// The base every path is under.
+    pub fn base(&self) -> &BaseUrl {
+        &self.base
     }
 
     /// `base_url` + `/` + the encoded path. The path was validated, so the result stays on
@@ -349,6 +368,9 @@ impl Upstream {
             headers.insert(AUTHORIZATION, a);
         }
         let mut url = self.url(path);
+        if opts.directory {
+            url.push('/');
+        }
         if let Some(q) = opts.query {
             url.push('?');
             url.push_str(q);

@@ -20,7 +20,7 @@ use crate::storage::{Expect, StorageWriter};
 use crate::upstream::{Answer, BodyStream, Head, Validators};
 
 /// Bytes gathered from upstream before a write to storage (unless upstream pauses first).
-const WRITE_BATCH: usize = 256 * 1024;
+pub(super) const WRITE_BATCH: usize = 256 * 1024;
 
 /// The final state of a fill that renewed the cached copy.
 pub(super) fn renewed(result: Result<()>) -> FillState {
@@ -53,6 +53,7 @@ impl RemoteRepo {
         if stale.is_none()
             && let Ok(Some(meta)) = self.cache.meta.get(key).await
             && meta.is_fresh(crate::now_ms())
+            && fetch.matches(&meta)
             && let Ok(Some(_)) = self.cache.storage.head(key).await
         {
             tx.finish(FillState::Ready(CacheStatus::Hit));
@@ -65,11 +66,12 @@ impl RemoteRepo {
             .await
             .expect("the fill semaphore is never closed");
         // Other replicas: one fetch per key across all of them.
-        let _lease = match lease::claim(&self.cache, key, stale.as_ref()).await {
-            Claim::Mine(guard) => guard,
-            Claim::FilledElsewhere => return tx.finish(FillState::Ready(CacheStatus::Miss)),
-            Claim::NotFound => return tx.finish(FillState::Failed(Error::NotFound)),
-        };
+        let _lease =
+            match lease::claim(&self.cache, key, stale.as_ref(), fetch.expected_digest).await {
+                Claim::Mine(guard) => guard,
+                Claim::FilledElsewhere => return tx.finish(FillState::Ready(CacheStatus::Miss)),
+                Claim::NotFound => return tx.finish(FillState::Failed(Error::NotFound)),
+            };
         if let Some(meta) = &stale
             && let Some(state) = self.revalidate_manifest(&fetch, meta).await
         {
@@ -84,7 +86,7 @@ impl RemoteRepo {
             });
         tracing::info!(repository = %self.name, key, revalidate = stale.is_some(), "fetching from upstream");
         let answer = self
-            .upstream
+            .upstream_of(&fetch)
             .get(&fetch.upstream_path, &fetch.options(validators.as_ref()))
             .await;
         match answer {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::{Fetch, RemoteRepo, status_error};
+use super::{Fetch, Origin, RemoteRepo, status_error};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
@@ -211,6 +211,7 @@ impl RemoteRepo {
         let by_digest = Fetch {
             key: digest_key,
             upstream_path,
+            origin: Origin::Base,
             query: None,
             class: CacheClass::File,
             accept: fetch.accept,

@@ -1,12 +1,13 @@
 //! Remote repositories and the decision each request takes: hit → serve from storage; miss →
 //! join or start one coalesced fill (`fill`); expired → revalidate, serving the stale copy when
 //! upstream fails. Serving lives in `serve` (and `degraded`, for a metadata outage), the
-//! registry manifest rules in `manifest`.
+//! registry manifest rules in `manifest`, PyPI's pages and files in `pypi`.
 
 mod degraded;
 mod fill;
 mod manifest;
 mod passthrough;
+mod pypi;
 mod serve;
 
 use std::ops::ControlFlow;
@@ -29,8 +30,10 @@ pub use manifest::ManifestRules;
 pub struct Fetch {
     /// Storage key.
     pub key: String,
-    /// Path under `base_url`.
+    /// Path under `base_url` (or `files_url`, see `origin`).
     pub upstream_path: RepoPath,
+    /// Which upstream URL the path is under.
+    pub origin: Origin,
     /// Query string sent upstream (already encoded), if any.
     pub query: Option<String>,
     pub class: CacheClass,
@@ -43,15 +46,33 @@ pub struct Fetch {
     pub manifest: Option<ManifestRules>,
 }
 
+/// Which upstream URL a fetch's path is under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `base_url/path`.
+    Base,
+    /// `base_url/path/`: a directory page (PyPI's Simple API).
+    BaseDirectory,
+    /// `files_url/path`: the file host of a PyPI remote.
+    Files,
+}
+
 impl Fetch {
     fn options<'a>(&'a self, validators: Option<&'a Validators>) -> RequestOptions<'a> {
         RequestOptions {
+            directory: self.origin == Origin::BaseDirectory,
             validators,
             accept: self.accept,
             query: self.query.as_deref(),
             scope: self.scope.as_deref(),
             range_from: None,
         }
+    }
+
+    /// Whether the cached `meta` is the object this fetch asks for: a fetch that names a
+    /// digest does not take bytes recorded under another.
+    fn matches(&self, meta: &ObjectMeta) -> bool {
+        self.expected_digest.is_none_or(|d| d == meta.sha256)
     }
 
     /// The head clients see: the digest asked for, when there is one, over the announced one.
@@ -67,6 +88,8 @@ pub struct RemoteRepo {
     name: String,
     config: RemoteConfig,
     upstream: Upstream,
+    /// PyPI remotes with a `files_url`: the file host, with this remote's client settings.
+    files: Option<Upstream>,
     cache: Arc<Cache>,
     pending_tags: manifest::PendingTags,
     /// Bodies larger than this are passed through uncached.
@@ -84,6 +107,12 @@ impl RemoteRepo {
         limits: &CacheLimits,
     ) -> Result<RemoteRepo> {
         let upstream = Upstream::new(&config)?;
+        let files = match &config.files_url {
+            Some(url) => {
+                Some(Upstream::files_host(&config, url)?.observed_as(name, &cache.metrics))
+            }
+            None => None,
+        };
         let max_object_size = [
             limits.max_object_size,
             config.cache.max_object_size.map(|b| b.0),
@@ -94,6 +123,7 @@ impl RemoteRepo {
         Ok(RemoteRepo {
             name: name.to_string(),
             upstream: upstream.observed_as(name, &cache.metrics),
+            files,
             fill_slots: tokio::sync::Semaphore::new(config.max_concurrent_fills.get()),
             max_object_size,
             config,
@@ -148,6 +178,14 @@ impl RemoteRepo {
         })
     }
 
+    /// The upstream `fetch` asks.
+    fn upstream_of(&self, fetch: &Fetch) -> &Upstream {
+        match (fetch.origin, &self.files) {
+            (Origin::Files, Some(files)) => files,
+            _ => &self.upstream,
+        }
+    }
+
     /// The storage key of `path`.
     pub fn key(&self, path: &RepoPath) -> String {
         format!("{}/{}", self.name, path)
@@ -195,6 +233,7 @@ impl RemoteRepo {
         Ok(Fetch {
             key: self.key(path),
             upstream_path: path.clone(),
+            origin: Origin::Base,
             query: None,
             class,
             accept: None,
@@ -264,7 +303,7 @@ impl RemoteRepo {
             ControlFlow::Continue(c) => c,
         };
         match &cached {
-            Some(meta) if meta.is_fresh(now) => {
+            Some(meta) if meta.is_fresh(now) && fetch.matches(meta) => {
                 if let Some(s) = self
                     .serve_stored(&fetch, meta, CacheStatus::Hit, range)
                     .await?
@@ -284,7 +323,7 @@ impl RemoteRepo {
                 }
             }
         }
-        let stale = cached.filter(|m| !m.is_fresh(now));
+        let stale = cached.filter(|m| !m.is_fresh(now) && fetch.matches(m));
         let mut rx = match self.cache.inflight.join(&key) {
             Joined::Started(tx, rx) => {
                 let this = self.clone();
@@ -303,13 +342,23 @@ impl RemoteRepo {
         };
         // Manifests are small and their digest and media type are only certain once the
         // whole document is in: wait for the commit and answer from storage.
+        // So are bodies with a digest to match that fit in one write batch: they would be
+        // held back whole until checked anyway, and a mismatch is then a clean error answer.
         let state = if fetch.manifest.is_some() {
-            match inflight::finished(&mut rx).await {
-                FillState::Body(p) if p.done => FillState::Ready(CacheStatus::Miss),
+            wait_for_commit(&mut rx).await
+        } else {
+            match inflight::started(&mut rx).await {
+                FillState::Body(p)
+                    if fetch.expected_digest.is_some()
+                        && !p.done
+                        && p.head
+                            .content_length
+                            .is_some_and(|n| n <= fill::WRITE_BATCH as u64) =>
+                {
+                    wait_for_commit(&mut rx).await
+                }
                 s => s,
             }
-        } else {
-            inflight::started(&mut rx).await
         };
         match state {
             FillState::Body(p) => {
@@ -338,6 +387,7 @@ impl RemoteRepo {
             FillState::Failed(e) => {
                 if e.is_upstream_failure()
                     && let Some(meta) = self.cache.meta.get(&key).await?
+                    && fetch.matches(&meta)
                     && let Some(s) = self
                         .serve_stored(&fetch, &meta, CacheStatus::Stale, range)
                         .await?
@@ -361,6 +411,7 @@ impl RemoteRepo {
         };
         if let Some(meta) = &cached
             && meta.is_fresh(crate::now_ms())
+            && fetch.matches(meta)
             && let Some(size) = self.cache.storage.head(key).await?
         {
             return Ok(Served::from_size(fetch, Some(meta), CacheStatus::Hit, size));
@@ -369,7 +420,7 @@ impl RemoteRepo {
             return Err(Error::NotFound);
         }
         let result = self
-            .upstream
+            .upstream_of(fetch)
             .head(&fetch.upstream_path, &fetch.options(None))
             .await;
         let stale = |e: Error| async {
@@ -400,6 +451,14 @@ impl RemoteRepo {
             }
             Ok(other) => stale(status_error(&other)).await,
         }
+    }
+}
+
+/// The end of a fill, a committed body as `Ready`.
+async fn wait_for_commit(rx: &mut tokio::sync::watch::Receiver<FillState>) -> FillState {
+    match inflight::finished(rx).await {
+        FillState::Body(p) if p.done => FillState::Ready(CacheStatus::Miss),
+        s => s,
     }
 }
 

@@ -43,7 +43,10 @@ impl RemoteRepo {
             range_from: Some(offset),
             ..fetch.options(None)
         };
-        let answer = self.upstream.get(&fetch.upstream_path, &opts).await?;
+        let answer = self
+            .upstream_of(fetch)
+            .get(&fetch.upstream_path, &opts)
+            .await?;
         let Answer::Body { head, stream } = answer else {
             return Err(status_error(&answer));
         };
