@@ -317,7 +317,7 @@ fn html_api_version(text: &str) -> String {
     let marker = "pypi:repository-version";
     text.find(marker)
         .and_then(|at| {
-            let rest = &text[at..text.len().min(at + 200)];
+            let rest: String = text[at..].chars().take(200).collect();
             let v = rest.split("content=").nth(1)?;
             let v = v.trim_start_matches(['"', '\'']);
             let end = v.find(['"', '\'', ' ', '>'])?;
@@ -882,5 +882,14 @@ mod tests {
         let a = anchors("<abbr>x</abbr><a\nhref=x.whl\n>x.whl</a><a href=\"unterminated");
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].attr("href"), Some("x.whl"));
+        let page = format!(
+            "<meta name=\"pypi:repository-version\" content=\"1.1\">{}<a href=\"é.whl\">é</a>",
+            "é".repeat(150)
+        );
+        assert_eq!(html_api_version(&page), "1.1");
+        assert_eq!(
+            html_api_version(&format!("pypi:repository-version{}", "é".repeat(150))),
+            "1.0"
+        );
     }
 }
