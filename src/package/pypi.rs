@@ -774,15 +774,19 @@ mod tests {
 <a href="/x/demo-0.8.zip" data-yanked>demo-0.8.zip</a>
 </body></html>"#;
 
-    #[test]
-    fn html_pages_are_read_with_every_attribute() {
-        let page = read_project(
+    fn sample_page() -> ProjectPage {
+        read_project(
             PAGE.as_bytes(),
             Form::Html,
             "demo",
             &url("http://up.example/simple/demo/"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn html_pages_are_read_with_every_attribute() {
+        let page = sample_page();
         assert_eq!(page.files.len(), 3);
         let f = &page.files[0];
         assert_eq!(f.filename, "demo-1.0-py3-none-any.whl");
@@ -802,13 +806,7 @@ mod tests {
 
     #[test]
     fn either_form_reads_back_what_the_other_wrote() {
-        let page = read_project(
-            PAGE.as_bytes(),
-            Form::Html,
-            "demo",
-            &url("http://up.example/simple/demo/"),
-        )
-        .unwrap();
+        let page = sample_page();
         let base = url("http://proxy.example/simple/demo/");
         for form in [Form::Json, Form::Html] {
             let written = render_project(&page, form);
