@@ -725,3 +725,144 @@ async fn uploads_with_a_wrong_digest_or_a_foreign_file_name_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_virtual_repository_merges_pages_and_keeps_local_projects_from_remotes() {
+    if !tools(&["pypi-server", "pip", "uv", "python3"]) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // The public index has helper-lib, and a higher team-tool that is not the team's.
+    let upstream_dir = work.path().join("upstream");
+    wheels(
+        &upstream_dir,
+        &["helper-lib:0.3:", "team-tool:9.9:", "public-only:1.0:"],
+    );
+    let upstream = PypiServer::start(&upstream_dir, work.path().join("pypi.log"));
+    let ours = work.path().join("ours");
+    wheels(
+        &ours,
+        &[
+            "team-tool:1.1:helper-lib>=0.1,public-only",
+            "helper-lib:0.2:",
+        ],
+    );
+    // The remote comes first: the rule for local projects does not depend on the order.
+    let proxy = Proxy::start_with(
+        &format!(
+            "  pypi:\n    type: remote\n    package: pypi\n    base_url: {}\n  team:\n    type: local\n    package: pypi\n  all:\n    type: virtual\n    package: pypi\n    members: [pypi, team]\n",
+            upstream.url()
+        ),
+        &format!(
+            "auth:\n  anonymous_read: true\n  tokens:\n    - name: ci\n      secret: {CI_TOKEN}\n      roles:\n        team: [write]\n"
+        ),
+    );
+    let publish = run(Command::new("uv")
+        .args(["publish", "--trusted-publishing", "never", "--publish-url"])
+        .arg(proxy.url("/api/v1/local/team/"))
+        .args(["-u", "ci", "-p", CI_TOKEN])
+        .arg(ours.join("team_tool-1.1-py3-none-any.whl"))
+        .arg(ours.join("helper_lib-0.2-py3-none-any.whl"))
+        .env("UV_CACHE_DIR", work.path().join("uv-cache")));
+    assert!(publish.status.success());
+
+    let c = common::http::client();
+    let page = |project: &str| {
+        let c = c.clone();
+        let url = proxy.url(&format!("/api/v1/virtual/all/simple/{project}/"));
+        async move {
+            let r = c
+                .get(url)
+                .header("accept", pypi_json())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(header(&r, "vary"), "Accept");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let files = |page: &serde_json::Value| -> Vec<(String, String)> {
+        page["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["filename"].as_str().unwrap().to_string(),
+                    f["url"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // team-tool is held locally: the public 9.9 is never offered.
+    let team = files(&page("Team_Tool").await);
+    assert_eq!(
+        team,
+        [(
+            "team_tool-1.1-py3-none-any.whl".to_string(),
+            "../../members/team/packages/team-tool/team_tool-1.1-py3-none-any.whl".to_string()
+        )]
+    );
+    // helper-lib is held locally too (0.2 only): the remote's 0.3 is not merged in.
+    let helper = files(&page("helper-lib").await);
+    assert_eq!(helper.len(), 1, "{helper:?}");
+    assert_eq!(helper[0].0, "helper_lib-0.2-py3-none-any.whl");
+
+    // A project only the remote has comes from it, its links through the member.
+    let public = files(&page("public-only").await);
+    assert_eq!(
+        public,
+        [(
+            "public_only-1.0-py3-none-any.whl".to_string(),
+            format!(
+                "../../members/pypi/files/{}/packages/public_only-1.0-py3-none-any.whl",
+                sha256_hex(
+                    &std::fs::read(upstream_dir.join("public_only-1.0-py3-none-any.whl")).unwrap()
+                )
+            )
+        )]
+    );
+    let r = c
+        .get(proxy.url(
+            "/api/v1/virtual/all/members/pypi/files/-/packages/public_only-1.0-py3-none-any.whl",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-artifactapi-member"), "pypi");
+    // A link naming a repository that is not a member is not followed.
+    let r = c
+        .get(proxy.url("/api/v1/virtual/all/members/elsewhere/packages/x.whl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The project list: every member's projects, each once.
+    let list = c
+        .get(proxy.url("/api/v1/virtual/all/simple/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(list.matches("<a href=\"team-tool/\">").count(), 1, "{list}");
+    assert!(list.contains("<a href=\"public-only/\">"), "{list}");
+
+    // pip and uv through the one index: the team's tool, the public dependency.
+    let index = proxy.url("/api/v1/virtual/all/simple/");
+    let t1 = work.path().join("t1");
+    let out = pip_install(&index, &t1, "team-tool");
+    assert!(out.contains("Successfully installed"), "{out}");
+    assert_eq!(installed_version(&t1, "team_tool"), "VERSION = '1.1'\n");
+    assert_eq!(installed_version(&t1, "helper_lib"), "VERSION = '0.2'\n");
+    assert_eq!(installed_version(&t1, "public_only"), "VERSION = '1.0'\n");
+    let t2 = work.path().join("t2");
+    uv_install(&index, &t2, "team-tool", &work.path().join("uv-cache-2"));
+    assert_eq!(installed_version(&t2, "team_tool"), "VERSION = '1.1'\n");
+    assert_eq!(installed_version(&t2, "helper_lib"), "VERSION = '0.2'\n");
+    assert_eq!(installed_version(&t2, "public_only"), "VERSION = '1.0'\n");
+}

@@ -244,6 +244,85 @@ pub struct ProjectPage {
     pub api_version: String,
 }
 
+/// A Simple API page as read from a repository, before it is written in a client's form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Page {
+    /// The project list: names as the repository gave them.
+    Index(Vec<String>),
+    Project(ProjectPage),
+}
+
+impl Page {
+    pub fn render(&self, form: Form) -> Vec<u8> {
+        match self {
+            Page::Index(names) => render_index(names, form),
+            Page::Project(p) => render_project(p, form),
+        }
+    }
+}
+
+/// One project list of several, in order: each project once (by normalised name), under the
+/// name the first list gave it.
+pub fn merge_indexes(lists: Vec<Vec<String>>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for name in lists.into_iter().flatten() {
+        if seen.insert(normalize(&name)) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// One project page of several, in order: every file name once, as the first page that
+/// lists it has it. The API version is the lowest any page declared; PEP 700's `versions`
+/// is kept (as a union) only where every page has it.
+pub fn merge_projects(name: &str, pages: Vec<ProjectPage>) -> ProjectPage {
+    let api_version = pages
+        .iter()
+        .map(|p| p.api_version.clone())
+        .min_by(|a, b| version_order(a).cmp(&version_order(b)))
+        .unwrap_or_else(|| "1.0".into());
+    let all_have_versions = pages.iter().all(|p| p.extra.contains_key("versions"));
+    let mut versions: Vec<Value> = Vec::new();
+    let mut extra = Map::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    for (i, page) in pages.into_iter().enumerate() {
+        if let Some(Value::Array(vs)) = page.extra.get("versions") {
+            for v in vs {
+                if !versions.contains(v) {
+                    versions.push(v.clone());
+                }
+            }
+        }
+        if i == 0 {
+            extra = page.extra;
+        }
+        for f in page.files {
+            if seen.insert(f.filename.clone()) {
+                files.push(f);
+            }
+        }
+    }
+    extra.remove("versions");
+    if all_have_versions && version_order(&api_version) >= (1, 1) {
+        extra.insert("versions".into(), Value::Array(versions));
+    }
+    ProjectPage {
+        name: name.to_string(),
+        files,
+        extra,
+        api_version,
+    }
+}
+
+/// `1.1` as `(1, 1)`, for comparing declared API versions; unreadable parts are 0.
+fn version_order(v: &str) -> (u32, u32) {
+    let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// Reads an upstream project page. Relative file URLs are resolved against `page_url`.
 pub fn read_project(
     body: &[u8],
@@ -782,6 +861,37 @@ mod tests {
             &url("http://up.example/simple/demo/"),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn merged_pages_keep_the_first_file_of_each_name() {
+        let first = sample_page();
+        let mut second = sample_page();
+        second.files[0].url = "http://other.example/demo-1.0-py3-none-any.whl".into();
+        second.files[1].filename = "demo-2.0.tar.gz".into();
+        second.api_version = "1.1".into();
+        second.extra.insert("versions".into(), json!(["2.0"]));
+        let merged = merge_projects("demo", vec![first.clone(), second]);
+        let names: Vec<&str> = merged.files.iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "demo-1.0-py3-none-any.whl",
+                "demo-0.9.tar.gz",
+                "demo-0.8.zip",
+                "demo-2.0.tar.gz"
+            ]
+        );
+        assert_eq!(merged.files[0].url, first.files[0].url);
+        // One page declared 1.0: the merged page is 1.0, without PEP 700's versions.
+        assert_eq!(merged.api_version, "1.0");
+        assert!(!merged.extra.contains_key("versions"));
+
+        let lists = vec![
+            vec!["Demo_Pkg".to_string(), "b".into()],
+            vec!["demo-pkg".into(), "c".into()],
+        ];
+        assert_eq!(merge_indexes(lists), ["Demo_Pkg", "b", "c"]);
     }
 
     #[test]

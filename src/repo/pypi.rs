@@ -1,15 +1,17 @@
-//! PyPI in local repositories: the legacy upload API that twine and `uv publish` use (files
-//! kept under `packages/{project}/{filename}`, checked against the sha256 the client sends) and
-//! Simple API pages generated from what is stored. Also the answer every pypi page is sent as.
+//! PyPI in local and virtual repositories: the legacy upload API that twine and `uv publish`
+//! use (files kept under `packages/{project}/{filename}`, checked against the sha256 the
+//! client sends), Simple API pages generated from what is stored, and a virtual repository's
+//! pages merged from its members. Also the answer every pypi page is sent as.
 
 use bytes::Bytes;
 use futures::Stream;
 
 use super::local::Uploaded;
-use super::{CacheStatus, LocalRepo, RepoPath, Served};
+use super::virtual_repo::{Misses, path_allowed};
+use super::{CacheStatus, Engine, LocalRepo, Repo, RepoPath, Served};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::package::pypi::{self, DistFile, Form, ProjectPage};
+use crate::package::pypi::{self, DistFile, Form, Page, ProjectPage};
 use crate::storage::ByteStream;
 
 /// Where uploaded files live in a local pypi repository.
@@ -77,19 +79,17 @@ impl LocalRepo {
     }
 
     /// The project list (`project: None`) or one project's page, generated from the stored
-    /// files, in `form`.
-    pub async fn pypi_page(&self, project: Option<&str>, form: Form) -> Result<Served> {
-        let out = match project {
-            None => {
-                let names: Vec<String> = self
-                    .list_all(PACKAGES)
+    /// files; `NotFound` for a project with none.
+    pub async fn pypi_read(&self, project: Option<&str>) -> Result<PypiPage> {
+        let page = match project {
+            None => Page::Index(
+                self.list_all(PACKAGES)
                     .await?
                     .into_iter()
                     .filter(|e| e.kind == "directory")
                     .map(|e| e.name)
-                    .collect();
-                pypi::render_index(&names, form)
-            }
+                    .collect(),
+            ),
             Some(p) => {
                 let files = self
                     .list_all(&format!("{PACKAGES}/{p}"))
@@ -112,16 +112,19 @@ impl LocalRepo {
                 if files.is_empty() {
                     return Err(Error::NotFound);
                 }
-                let page = ProjectPage {
+                Page::Project(ProjectPage {
                     name: p.to_string(),
                     files,
                     extra: Default::default(),
                     api_version: "1.0".into(),
-                };
-                pypi::render_project(&page, form)
+                })
             }
         };
-        Ok(page_served(out, form, CacheStatus::Hit, None))
+        Ok(PypiPage {
+            page,
+            cache: CacheStatus::Hit,
+            last_modified: None,
+        })
     }
 
     /// Every entry of directory `dir`, read a batch at a time; none when it does not exist.
@@ -141,6 +144,149 @@ impl LocalRepo {
                 None => return Ok(out),
             }
         }
+    }
+}
+
+/// Where a pypi virtual repository's pages link a member's files: `members/{member}/`, then
+/// the path the member's own page used.
+pub const MEMBERS: &str = "members";
+
+impl Engine {
+    /// The project list or one project's page of pypi virtual repository `name`, merged
+    /// across the members the caller may read (`may_read`), in order; for a file name, the
+    /// first member that lists it wins. A project that any local member holds is taken from
+    /// local members only, so a public project of the same name never reaches the page (a
+    /// local member that fails is an error, not a reason to ask the remotes).
+    pub async fn pypi_virtual_read(
+        &self,
+        name: &str,
+        project: Option<&str>,
+        may_read: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<PypiPage> {
+        let repo = self.virtual_repo(name)?;
+        let members: Vec<Repo> = repo
+            .members(&|_| true)
+            .into_iter()
+            .filter(|m| may_read(m.name()))
+            .collect();
+        let mut misses = Misses::default();
+        let mut found: Vec<(String, PypiPage)> = Vec::new();
+        for m in &members {
+            if let Repo::Local(local) = m {
+                match local.pypi_read(project).await {
+                    Ok(p) => found.push((local.name().to_string(), p)),
+                    Err(Error::NotFound) => misses.missing += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if project.is_none() || found.is_empty() {
+            for m in &members {
+                if let Repo::Remote(remote) = m {
+                    match remote.pypi_read(project).await {
+                        Ok(p) => found.push((remote.name().to_string(), p)),
+                        Err(e) => misses.record(name, remote.name(), e)?,
+                    }
+                }
+            }
+            // Keep the members' order for the merge.
+            found.sort_by_key(|(m, _)| members.iter().position(|r| r.name() == m));
+        }
+        if found.is_empty() {
+            return Err(misses.into_error());
+        }
+        let cache = found
+            .iter()
+            .map(|(_, p)| p.cache)
+            .max_by_key(|c| freshness_rank(*c))
+            .unwrap_or(CacheStatus::Hit);
+        let page = match project {
+            None => Page::Index(pypi::merge_indexes(
+                found
+                    .into_iter()
+                    .filter_map(|(_, p)| match p.page {
+                        Page::Index(names) => Some(names),
+                        Page::Project(_) => None,
+                    })
+                    .collect(),
+            )),
+            Some(project) => {
+                let pages = found
+                    .into_iter()
+                    .filter_map(|(member, p)| match p.page {
+                        Page::Project(mut page) => {
+                            for f in &mut page.files {
+                                if let Some(rest) = f.url.strip_prefix("../../") {
+                                    f.url = format!("../../{MEMBERS}/{member}/{rest}");
+                                }
+                            }
+                            Some(page)
+                        }
+                        Page::Index(_) => None,
+                    })
+                    .collect();
+                Page::Project(pypi::merge_projects(project, pages))
+            }
+        };
+        Ok(PypiPage {
+            page,
+            cache,
+            last_modified: None,
+        })
+    }
+
+    /// The member of pypi virtual repository `name` that a page's `members/{member}/` link
+    /// names, when the caller may read it and `rest` passes the virtual's patterns.
+    pub fn pypi_virtual_member(
+        &self,
+        name: &str,
+        member: &str,
+        rest: &RepoPath,
+        may_read: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Repo> {
+        let repo = self.virtual_repo(name)?;
+        if !path_allowed(repo.config(), rest) {
+            return Err(Error::Forbidden);
+        }
+        repo.members(&|c| path_allowed(c, rest))
+            .into_iter()
+            .find(|m| m.name() == member && may_read(member))
+            .ok_or(Error::NotFound)
+    }
+}
+
+/// Orders cache states from freshest to least fresh: a merged page is as fresh as its least
+/// fresh part.
+fn freshness_rank(c: CacheStatus) -> u8 {
+    match c {
+        CacheStatus::Hit => 0,
+        CacheStatus::Revalidated => 1,
+        CacheStatus::Miss => 2,
+        CacheStatus::Bypass => 3,
+        CacheStatus::Stale => 4,
+    }
+}
+
+/// A Simple API page a repository gave, and how fresh it was.
+pub struct PypiPage {
+    pub page: Page,
+    pub cache: CacheStatus,
+    pub last_modified: Option<String>,
+}
+
+impl PypiPage {
+    /// The page written in `form`, as an answer (off the runtime: the project list of a
+    /// large index is tens of megabytes).
+    pub async fn served(self, form: Form) -> Result<Served> {
+        let PypiPage {
+            page,
+            cache,
+            last_modified,
+        } = self;
+        let out = tokio::task::spawn_blocking(move || page.render(form))
+            .await
+            .map_err(|e| Error::storage("writing a page")(std::io::Error::other(e)))?;
+        Ok(page_served(out, form, cache, last_modified))
     }
 }
 

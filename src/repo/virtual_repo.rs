@@ -57,7 +57,7 @@ impl VirtualRepo {
     /// The local and remote repositories behind this one, in the order they are asked:
     /// nested virtual repositories are expanded in place (when `allowed` lets them through),
     /// and a repository reached twice is asked once.
-    fn members(&self, allowed: &dyn Fn(&VirtualConfig) -> bool) -> Vec<Repo> {
+    pub(super) fn members(&self, allowed: &dyn Fn(&VirtualConfig) -> bool) -> Vec<Repo> {
         fn walk(v: &VirtualRepo, allowed: &dyn Fn(&VirtualConfig) -> bool, out: &mut Vec<Repo>) {
             for m in &v.members {
                 match m {
@@ -123,13 +123,13 @@ impl Default for Virtuals {
 
 /// What each member said, for the final error.
 #[derive(Default)]
-struct Misses {
-    missing: usize,
+pub(super) struct Misses {
+    pub(super) missing: usize,
     failed: Vec<(String, Error)>,
 }
 
 impl Misses {
-    fn record(&mut self, virtual_name: &str, member: &str, error: Error) -> Result<()> {
+    pub(super) fn record(&mut self, virtual_name: &str, member: &str, error: Error) -> Result<()> {
         match error {
             Error::NotFound | Error::Forbidden => self.missing += 1,
             // The member has it: a bad range is the answer.
@@ -148,7 +148,7 @@ impl Misses {
     }
 
     /// 404 when some member does not have the path, 502 naming them when every member failed.
-    fn into_error(self) -> Error {
+    pub(super) fn into_error(self) -> Error {
         if self.failed.is_empty() || self.missing > 0 {
             return Error::NotFound;
         }
@@ -263,7 +263,7 @@ impl Engine {
 }
 
 /// include_patterns of a plain repository: a file must match its path; index files are exempt.
-fn path_allowed(cfg: &VirtualConfig, path: &RepoPath) -> bool {
+pub(super) fn path_allowed(cfg: &VirtualConfig, path: &RepoPath) -> bool {
     let patterns = &cfg.include_patterns;
     patterns.is_empty()
         || classify(cfg.package, path.as_str(), &cfg.index_patterns) == CacheClass::Index

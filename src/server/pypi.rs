@@ -1,7 +1,9 @@
 //! PyPI routes: on a pypi remote `/api/v1/remote/{repo}/simple/…` and the `files/…` its pages
 //! link to; on a pypi local repository `simple/…` generated from its files, and the legacy
 //! upload API (`POST /api/v1/local/{repo}/`, multipart, as twine and `uv publish` send it).
-//! Pages come in the form the client's `Accept` (or `?format=`) asks for, with `Vary: Accept`.
+//! On a pypi virtual repository, pages merged from the members and the member files they link
+//! to. Pages come in the form the client's `Accept` (or `?format=`) asks for, with
+//! `Vary: Accept`.
 //! Other paths are plain files of the repository.
 
 use std::sync::Arc;
@@ -18,9 +20,10 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::pypi::{self, Form, Route};
 use crate::repo::local::Uploaded;
+use crate::repo::pypi::MEMBERS;
 use crate::repo::pypi::Upload;
 use crate::repo::virtual_repo::ReadOp;
-use crate::repo::{LocalRepo, RemoteRepo, RepoPath, Served};
+use crate::repo::{Engine, LocalRepo, RemoteRepo, Repo, RepoPath, Served};
 
 /// The most bytes a text field of an upload may have; the file itself streams.
 const MAX_FIELD: usize = 1024 * 1024;
@@ -82,12 +85,90 @@ pub(super) async fn local_page(
         _ => return None,
     };
     let form = form_of(query, headers);
-    Some(repo.pypi_page(project.as_deref(), form).await.map(|mut s| {
+    let page = match repo.pypi_read(project.as_deref()).await {
+        Ok(p) => p.served(form).await,
+        Err(e) => Err(e),
+    };
+    Some(page.map(|mut s| {
         if method == Method::HEAD {
             s.body = None;
         }
         Answer::Served(s, true)
     }))
+}
+
+/// What a pypi virtual repository answers for `tail`: a merged page, or a member's file
+/// (`members/{member}/{path as the member's page gave it}`); `None` for other paths, which
+/// are plain files of the members.
+pub(super) async fn virtual_page(
+    engine: &Engine,
+    name: &str,
+    tail: &str,
+    (query, method, headers): (Option<&str>, &Method, &HeaderMap),
+    may_read: &(dyn Fn(&str) -> bool + Sync),
+) -> Option<Result<(Answer, Option<String>)>> {
+    if let Some(link) = tail.strip_prefix(MEMBERS).and_then(|t| t.strip_prefix('/')) {
+        return Some(member_file(engine, name, link, (query, method, headers), may_read).await);
+    }
+    let project = match pypi::route(tail) {
+        Ok(Route::Index) => None,
+        Ok(Route::Project(p)) => Some(p),
+        Ok(Route::Redirect(to)) => return Some(Ok((Answer::Redirect(redirect(&to)), None))),
+        Err(e @ Error::BadPath(_)) if tail.starts_with("simple/") => return Some(Err(e)),
+        _ => return None,
+    };
+    let form = form_of(query, headers);
+    let page = match engine
+        .pypi_virtual_read(name, project.as_deref(), may_read)
+        .await
+    {
+        Ok(p) => p.served(form).await,
+        Err(e) => Err(e),
+    };
+    Some(page.map(|mut s| {
+        if method == Method::HEAD {
+            s.body = None;
+        }
+        (Answer::Served(s, true), None)
+    }))
+}
+
+/// A file a merged page links to, read from the member the link names.
+async fn member_file(
+    engine: &Engine,
+    name: &str,
+    link: &str,
+    (query, method, headers): (Option<&str>, &Method, &HeaderMap),
+    may_read: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<(Answer, Option<String>)> {
+    let (member, rest) = link.split_once('/').ok_or(Error::NotFound)?;
+    let path = RepoPath::parse(rest)?;
+    let answer = match engine.pypi_virtual_member(name, member, &path, may_read)? {
+        Repo::Remote(remote) => remote_file(&remote, rest, query, method, headers).await?,
+        Repo::Local(local) => Answer::Served(
+            match read_op(method, headers) {
+                ReadOp::Head => local.head(&path).await?,
+                ReadOp::Get(range) => local.get(&path, range).await?,
+            },
+            false,
+        ),
+        Repo::Virtual(_) => return Err(Error::NotFound),
+    };
+    Ok((answer, Some(member.to_string())))
+}
+
+/// A file (not a page) of a pypi remote, for a virtual repository's link.
+async fn remote_file(
+    repo: &Arc<RemoteRepo>,
+    tail: &str,
+    query: Option<&str>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Answer> {
+    if matches!(pypi::route(tail), Ok(Route::Index | Route::Project(_))) {
+        return Err(Error::NotFound);
+    }
+    remote(repo, tail, query, method, headers).await
 }
 
 /// The form a client asks for: `?format=`, else `Accept`.

@@ -1,17 +1,19 @@
 //! `GET`/`HEAD /api/v1/virtual/{repo}/{path}` and `/v2/{virtual}/...`: ask the engine, which
 //! tries each member the caller may read in order, and say which member answered
-//! (`X-Artifactapi-Member`).
+//! (`X-Artifactapi-Member`). Pypi virtual repositories merge their pages (see `pypi`).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::Response;
 
 use super::auth::Caller;
 use super::error::RegistryError;
 use super::extract::RepoTail;
+use super::pypi;
 use super::respond::{read_op, record_request, registry_headers, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::config::PackageKind;
 use crate::error::Result;
 use crate::package::docker::V2Path;
 use crate::repo::docker::TagPage;
@@ -26,28 +28,53 @@ pub async fn read(
     caller: Caller,
     req: RepoTail,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     req.require(&state, &caller, Role::Read)?;
     let name = req.name.as_str();
-    let package = state
-        .engine()
+    let engine = state.engine();
+    let kind = engine
         .virtual_repo(name)
         .map_err(|e| req.error(e))?
-        .package()
-        .as_str();
+        .package();
+    let package = kind.as_str();
     let metrics = &state.metrics;
+    let auth = state.auth();
+    let may_read = |member: &str| caller.require(&auth, Some(member), Role::Read).is_ok();
+    if kind == PackageKind::Pypi
+        && let Some(answer) = pypi::virtual_page(
+            &engine,
+            name,
+            &req.tail,
+            (uri.query(), &method, &headers),
+            &may_read,
+        )
+        .await
+    {
+        let bytes = metrics.bytes_served.with_label_values(&[name]);
+        return match answer {
+            Ok((pypi::Answer::Redirect(resp), _)) => Ok(resp),
+            Ok((pypi::Answer::Served(s, page), member)) => {
+                record_request(metrics, name, package, Ok(s.cache));
+                let mut resp = pypi::respond(s, page, bytes);
+                if let Some(m) = member.and_then(|m| HeaderValue::from_str(&m).ok()) {
+                    resp.headers_mut().insert(X_MEMBER, m);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                record_request(metrics, name, package, Err(&e));
+                Err(req.error(e))
+            }
+        };
+    }
     let path = RepoPath::parse(&req.tail).map_err(|e| {
         record_request(metrics, name, package, Err(&e));
         req.error(e)
     })?;
-    let result = state
-        .engine()
-        .virtual_read(name, &path, read_op(&method, &headers), &|member| {
-            caller
-                .require(&state.auth(), Some(member), Role::Read)
-                .is_ok()
-        })
+    let result = engine
+        .virtual_read(name, &path, read_op(&method, &headers), &may_read)
         .await;
     record_request(metrics, name, package, cache_status(&result));
     let v = result.map_err(|e| req.error_at(e, path.as_str()))?;

@@ -12,10 +12,10 @@ use super::{Fetch, Origin, RemoteRepo};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::CacheClass;
-use crate::package::pypi::{self, Form};
+use crate::package::pypi::{self, Form, Page};
 use crate::path::RepoPath;
 use crate::repo::Served;
-use crate::repo::pypi::page_served;
+use crate::repo::pypi::PypiPage;
 use crate::storage::ByteStream;
 
 /// Upstream pages larger than this are refused. PyPI's list of every project, the largest
@@ -24,8 +24,14 @@ const MAX_PAGE: usize = 128 * 1024 * 1024;
 
 impl RemoteRepo {
     /// The project list (`project: None`) or one project's page (its name normalised), in
-    /// `form`. The page is read whole (once) to be rewritten; it is an index, not an artifact.
+    /// `form`.
     pub async fn pypi_page(self: &Arc<Self>, project: Option<&str>, form: Form) -> Result<Served> {
+        self.pypi_read(project).await?.served(form).await
+    }
+
+    /// The project list or one project's page, its file links rewritten. The upstream page
+    /// is read whole (once) to be parsed; it is an index, not an artifact.
+    pub async fn pypi_read(self: &Arc<Self>, project: Option<&str>) -> Result<PypiPage> {
         let dir = match project {
             Some(p) => format!("simple/{p}"),
             None => "simple".to_string(),
@@ -56,10 +62,9 @@ impl RemoteRepo {
                 .as_prefix()
         );
         let name = project.map(str::to_string);
-        let out = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        let page = tokio::task::spawn_blocking(move || -> Result<Page> {
             let Some(name) = name else {
-                let names = pypi::read_index(&body, upstream_form)?;
-                return Ok(pypi::render_index(&names, form));
+                return Ok(Page::Index(pypi::read_index(&body, upstream_form)?));
             };
             let mut page = pypi::read_project(&body, upstream_form, &name, &page_url)?;
             for f in &mut page.files {
@@ -68,11 +73,15 @@ impl RemoteRepo {
                     f.url = link;
                 }
             }
-            Ok(pypi::render_project(&page, form))
+            Ok(Page::Project(page))
         })
         .await
-        .map_err(|e| Error::UpstreamUnreachable(format!("rewriting the page: {e}")))??;
-        Ok(page_served(out, form, served.cache, served.last_modified))
+        .map_err(|e| Error::UpstreamUnreachable(format!("reading the page: {e}")))??;
+        Ok(PypiPage {
+            page,
+            cache: served.cache,
+            last_modified: served.last_modified,
+        })
     }
 
     /// The fetch of a file a page linked to: `path` under `files_url`, stored once however
