@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "artifactapi",
     version,
-    about = "A caching artifact proxy for container registries, rpm, Alpine and PyPI mirrors and generic downloads",
+    about = "A caching artifact proxy for container registries, rpm, Alpine, PyPI and npm mirrors and generic downloads",
     propagate_version = true
 )]
 pub struct Cli {

@@ -1,13 +1,14 @@
 //! Content digests: the [`Sha256Digest`] value that storage, metadata, repositories and the
 //! formats pass between them, and the [`ContentHasher`] that computes it while bytes stream.
-//! A second algorithm (sha512, for npm's `integrity`) is one more digest type here and one more
-//! field of the hasher's [`ContentDigests`].
+//! npm's tarball digests (an `integrity` of sha512, or a sha1 `shasum`) are [`Integrity`],
+//! computed by an [`IntegrityHasher`] only for the bodies that carry one.
 
 use std::fmt;
 use std::str::FromStr;
 
+use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha512};
 
 /// The prefix of a digest written with its algorithm.
 const SHA256_PREFIX: &str = "sha256:";
@@ -93,6 +94,105 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     }
 }
 
+/// A digest a package index gives for a file besides sha256: npm's `dist.integrity`
+/// (Subresource Integrity, `sha512-<base64>`) or `dist.shasum` (sha1, hex).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Integrity {
+    alg: IntegrityAlg,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntegrityAlg {
+    Sha512,
+    Sha1,
+}
+
+impl Integrity {
+    /// The strongest digest of a `dist`: sha512 from `integrity`, else sha1 from
+    /// `integrity` or `shasum`; `None` when neither gives a readable one.
+    pub fn from_dist(integrity: Option<&str>, shasum: Option<&str>) -> Option<Integrity> {
+        let mut sri: Vec<Integrity> = integrity
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|item| {
+                let (alg, rest) = item.split_once('-')?;
+                let b64 = rest.split('?').next()?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+                let alg = match (alg, bytes.len()) {
+                    ("sha512", 64) => IntegrityAlg::Sha512,
+                    ("sha1", 20) => IntegrityAlg::Sha1,
+                    _ => return None,
+                };
+                Some(Integrity { alg, bytes })
+            })
+            .collect();
+        sri.sort_by_key(|i| i.alg != IntegrityAlg::Sha512);
+        sri.into_iter().next().or_else(|| {
+            let bytes = hex::decode(shasum?.trim()).ok()?;
+            (bytes.len() == 20).then_some(Integrity {
+                alg: IntegrityAlg::Sha1,
+                bytes,
+            })
+        })
+    }
+
+    /// A hasher of this digest's algorithm.
+    pub fn hasher(&self) -> IntegrityHasher {
+        match self.alg {
+            IntegrityAlg::Sha512 => IntegrityHasher::Sha512(Box::default()),
+            IntegrityAlg::Sha1 => IntegrityHasher::Sha1(Box::default()),
+        }
+    }
+}
+
+/// Written as Subresource Integrity: `sha512-<base64>`, `sha1-<base64>`.
+impl fmt::Display for Integrity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let alg = match self.alg {
+            IntegrityAlg::Sha512 => "sha512",
+            IntegrityAlg::Sha1 => "sha1",
+        };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.bytes);
+        write!(f, "{alg}-{b64}")
+    }
+}
+
+impl fmt::Debug for Integrity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Computes an [`Integrity`] while bytes stream.
+#[derive(Clone)]
+pub enum IntegrityHasher {
+    Sha512(Box<Sha512>),
+    Sha1(Box<sha1::Sha1>),
+}
+
+impl IntegrityHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            IntegrityHasher::Sha512(h) => h.update(bytes),
+            IntegrityHasher::Sha1(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Integrity {
+        match self {
+            IntegrityHasher::Sha512(h) => Integrity {
+                alg: IntegrityAlg::Sha512,
+                bytes: h.finalize().to_vec(),
+            },
+            IntegrityHasher::Sha1(h) => Integrity {
+                alg: IntegrityAlg::Sha1,
+                bytes: h.finalize().to_vec(),
+            },
+        }
+    }
+}
+
 /// Counts and hashes bytes as they pass.
 #[derive(Clone, Default)]
 pub struct ContentHasher {
@@ -132,6 +232,33 @@ mod tests {
     use super::*;
 
     const HELLO: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn integrity_prefers_sha512_and_checks_what_it_reads() {
+        let body = b"hello";
+        let mut h512 = Integrity::from_dist(Some("sha512-AAAA"), None);
+        assert!(h512.is_none(), "a digest of the wrong length is not one");
+        let sha512 = {
+            let mut h = IntegrityHasher::Sha512(Box::default());
+            h.update(body);
+            h.finish()
+        };
+        let sha1_hex = "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d";
+        h512 = Integrity::from_dist(
+            Some(&format!("sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00= {sha512}")),
+            Some(sha1_hex),
+        );
+        assert_eq!(h512.as_ref(), Some(&sha512));
+        let mut h = h512.unwrap().hasher();
+        h.update(body);
+        assert_eq!(h.finish(), sha512);
+        let sha1 = Integrity::from_dist(None, Some(sha1_hex)).unwrap();
+        assert_eq!(sha1.to_string(), "sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00=");
+        let mut h = sha1.hasher();
+        h.update(body);
+        assert_eq!(h.finish(), sha1);
+        assert!(Integrity::from_dist(None, Some("xyz")).is_none());
+    }
 
     #[test]
     fn parses_both_forms_and_shows_the_prefixed_one() {

@@ -41,6 +41,7 @@ pub enum PackageKind {
     Alpine,
     Generic,
     Pypi,
+    Npm,
 }
 
 impl PackageKind {
@@ -51,6 +52,7 @@ impl PackageKind {
             PackageKind::Alpine => "alpine",
             PackageKind::Generic => "generic",
             PackageKind::Pypi => "pypi",
+            PackageKind::Npm => "npm",
         }
     }
 }

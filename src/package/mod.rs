@@ -10,6 +10,8 @@
 //! - `generic.rs`: nothing is index by format (only `index_patterns`)
 //! - `pypi.rs`: the Simple API (`simple/`) is index; its pages read and written in both forms
 //!   (PEP 503 HTML, PEP 691 JSON), routes and project names (its serving is `repo/pypi.rs`)
+//! - `npm.rs`: packuments are index, tarballs (`/-/`) files; names, routes, and the scanner
+//!   that finds and rewrites each version's `dist` in a packument (serving: `repo/npm.rs`)
 //!
 //! A new format is a new file implementing [`Format`], a `PackageKind` variant, and its line in
 //! [`format`].
@@ -17,6 +19,7 @@
 pub mod alpine;
 pub mod docker;
 mod generic;
+pub mod npm;
 pub mod pypi;
 pub mod rpm;
 
@@ -67,6 +70,7 @@ pub fn format(package: PackageKind) -> &'static dyn Format {
         PackageKind::Docker => &docker::Docker,
         PackageKind::Generic => &generic::Generic,
         PackageKind::Pypi => &pypi::Pypi,
+        PackageKind::Npm => &npm::Npm,
     }
 }
 

@@ -92,6 +92,7 @@ impl RemoteRepo {
                 accept: Some(MANIFEST_ACCEPT),
                 scope,
                 expected_digest: None,
+                integrity: None,
                 manifest: Some(ManifestRules {
                     digest_alias_prefix: Some(format!("{repo}/images/{name}/_manifests/")),
                 }),
@@ -105,6 +106,7 @@ impl RemoteRepo {
                 accept: Some(MANIFEST_ACCEPT),
                 scope,
                 expected_digest: Some(d.sha256()),
+                integrity: None,
                 manifest: Some(ManifestRules {
                     digest_alias_prefix: None,
                 }),
@@ -119,6 +121,7 @@ impl RemoteRepo {
                 accept: Some(BLOB_ACCEPT),
                 scope,
                 expected_digest: Some(d.sha256()),
+                integrity: None,
                 manifest: None,
             },
             Endpoint::TagsList => {
@@ -141,6 +144,7 @@ impl RemoteRepo {
                     accept: Some("application/json"),
                     scope,
                     expected_digest: None,
+                    integrity: None,
                     manifest: None,
                 }
             }

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::extract::{QueryPairs, RepoTail};
 use super::pypi;
-use super::respond::{read_op, record_request, served};
+use super::respond::{answer, read_op, record_request, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::config::PackageKind;
@@ -57,14 +57,11 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let repo = open(&state, &caller, &req, Role::Read)?;
     if repo.package() == PackageKind::Pypi
-        && let Some(answer) =
+        && let Some(answer_of) =
             pypi::local_page(&repo, &req.tail, uri.query(), &method, &headers).await
     {
         let bytes = state.metrics.bytes_served.with_label_values(&[&req.name]);
-        return match answer.map_err(|e| req.error(e))? {
-            pypi::Answer::Redirect(resp) => Ok(resp),
-            pypi::Answer::Served(s, page) => Ok(pypi::respond(s, page, bytes)),
-        };
+        return Ok(answer(answer_of.map_err(|e| req.error(e))?, bytes));
     }
     let wants_list =
         req.tail.is_empty() || req.tail.ends_with('/') || query.iter().any(|(k, _)| k == "list");

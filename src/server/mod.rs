@@ -10,6 +10,7 @@ mod error;
 mod extract;
 pub mod listener;
 mod local;
+mod npm;
 mod pypi;
 pub mod reload;
 mod remote;

@@ -15,7 +15,7 @@ use axum::response::Response;
 use futures::TryStreamExt;
 
 use super::remote::read_fetch;
-use super::respond::{read_op, served};
+use super::respond::{Answer, read_op};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::package::pypi::{self, Form, Route};
@@ -23,17 +23,10 @@ use crate::repo::local::Uploaded;
 use crate::repo::pypi::MEMBERS;
 use crate::repo::pypi::Upload;
 use crate::repo::virtual_repo::ReadOp;
-use crate::repo::{Engine, LocalRepo, RemoteRepo, Repo, RepoPath, Served};
+use crate::repo::{Engine, LocalRepo, RemoteRepo, Repo, RepoPath};
 
 /// The most bytes a text field of an upload may have; the file itself streams.
 const MAX_FIELD: usize = 1024 * 1024;
-
-/// What a pypi remote answers for `tail`: a response ready to send (a redirect), or an
-/// engine answer.
-pub(super) enum Answer {
-    Redirect(Response),
-    Served(Served, bool),
-}
 
 /// Answers `tail` (raw, after the repository name) of the pypi remote `repo`. `query` is the
 /// raw query string.
@@ -248,16 +241,6 @@ async fn text(mut field: Field<'_>) -> Result<String> {
 async fn drain(mut field: Field<'_>) -> Result<()> {
     while field.chunk().await.map_err(form_error)?.is_some() {}
     Ok(())
-}
-
-/// The response to a served answer; Simple API pages vary by `Accept`.
-pub(super) fn respond(s: Served, page: bool, bytes: prometheus::IntCounter) -> Response {
-    let mut resp = served(s, bytes);
-    if page {
-        resp.headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("Accept"));
-    }
-    resp
 }
 
 /// A permanent redirect to `to`, relative to the request's URL (RFC 9110 allows it).

@@ -1,4 +1,5 @@
-//! `GET`/`HEAD /api/v1/remote/{remote}/{path}`: parse, ask the engine, respond.
+//! `GET`/`HEAD /api/v1/remote/{remote}/{path}`: parse, ask the engine, respond. Pypi and npm
+//! remotes route their own paths first (see `pypi`, `npm`).
 
 use std::sync::Arc;
 
@@ -8,9 +9,9 @@ use axum::response::Response;
 
 use super::auth::Caller;
 use super::extract::RepoTail;
-use super::pypi;
-use super::respond::{read_op, record_request, served};
+use super::respond::{Answer, answer, read_op, record_request, served};
 use super::{ApiError, AppState};
+use super::{npm, pypi};
 use crate::auth::Role;
 use crate::config::PackageKind;
 use crate::error::Result;
@@ -32,20 +33,20 @@ pub async fn get_remote(
     let repo = engine.remote(name).map_err(|e| req.error(e))?;
     let package = repo.package().as_str();
     let metrics = &state.metrics;
-    if repo.package() == PackageKind::Pypi {
-        let result = pypi::remote(repo, &req.tail, uri.query(), &method, &headers).await;
+    let routed = match repo.package() {
+        PackageKind::Pypi => {
+            Some(pypi::remote(repo, &req.tail, uri.query(), &method, &headers).await)
+        }
+        PackageKind::Npm => {
+            let public = npm::public_url(&uri, &headers, &format!("/api/v1/remote/{name}"));
+            Some(npm::remote(repo, &req.tail, &public, &method, &headers).await)
+        }
+        _ => None,
+    };
+    if let Some(result) = routed {
         let bytes = metrics.bytes_served.with_label_values(&[name]);
-        return match result {
-            Ok(pypi::Answer::Redirect(resp)) => Ok(resp),
-            Ok(pypi::Answer::Served(s, page)) => {
-                record_request(metrics, name, package, Ok(s.cache));
-                Ok(pypi::respond(s, page, bytes))
-            }
-            Err(e) => {
-                record_request(metrics, name, package, Err(&e));
-                Err(req.error(e))
-            }
-        };
+        record_request(metrics, name, package, cache_of(&result));
+        return result.map(|a| answer(a, bytes)).map_err(|e| req.error(e));
     }
     let fetch = RepoPath::parse(&req.tail)
         .and_then(|p| repo.path_fetch(&p))
@@ -64,5 +65,16 @@ pub(super) async fn read_fetch(repo: &Arc<RemoteRepo>, fetch: Fetch, op: ReadOp)
     match op {
         ReadOp::Head => repo.head_fetch(&fetch).await,
         ReadOp::Get(range) => repo.get_fetch(fetch, range).await,
+    }
+}
+
+/// The cache status of a format's answer, for the request metrics (a redirect is a hit).
+pub(super) fn cache_of(
+    result: &Result<Answer>,
+) -> std::result::Result<crate::repo::CacheStatus, &crate::error::Error> {
+    match result {
+        Ok(Answer::Served(s, _)) => Ok(s.cache),
+        Ok(Answer::Redirect(_)) => Ok(crate::repo::CacheStatus::Hit),
+        Err(e) => Err(e),
     }
 }

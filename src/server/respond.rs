@@ -147,6 +147,28 @@ pub fn served(s: Served, bytes_served: IntCounter) -> Response {
     resp
 }
 
+/// What a format's route answers: a response ready to send (a redirect), or an engine
+/// answer, with whether it is a document that varies by `Accept` (an index page, a packument).
+pub enum Answer {
+    Redirect(Response),
+    Served(Served, bool),
+}
+
+/// The response to an answer.
+pub fn answer(a: Answer, bytes: IntCounter) -> Response {
+    match a {
+        Answer::Redirect(resp) => resp,
+        Answer::Served(s, varies) => {
+            let mut resp = served(s, bytes);
+            if varies {
+                resp.headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("Accept"));
+            }
+            resp
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::error::RegistryError;
 use super::extract::RepoTail;
 use super::pypi;
-use super::respond::{read_op, record_request, registry_headers, served};
+use super::respond::{answer, read_op, record_request, registry_headers, served};
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::config::PackageKind;
@@ -43,7 +43,7 @@ pub async fn read(
     let auth = state.auth();
     let may_read = |member: &str| caller.require(&auth, Some(member), Role::Read).is_ok();
     if kind == PackageKind::Pypi
-        && let Some(answer) = pypi::virtual_page(
+        && let Some(answer_of) = pypi::virtual_page(
             &engine,
             name,
             &req.tail,
@@ -53,21 +53,16 @@ pub async fn read(
         .await
     {
         let bytes = metrics.bytes_served.with_label_values(&[name]);
-        return match answer {
-            Ok((pypi::Answer::Redirect(resp), _)) => Ok(resp),
-            Ok((pypi::Answer::Served(s, page), member)) => {
-                record_request(metrics, name, package, Ok(s.cache));
-                let mut resp = pypi::respond(s, page, bytes);
-                if let Some(m) = member.and_then(|m| HeaderValue::from_str(&m).ok()) {
-                    resp.headers_mut().insert(X_MEMBER, m);
-                }
-                Ok(resp)
-            }
-            Err(e) => {
-                record_request(metrics, name, package, Err(&e));
-                Err(req.error(e))
-            }
+        let (result, member) = match answer_of {
+            Ok((a, member)) => (Ok(a), member),
+            Err(e) => (Err(e), None),
         };
+        record_request(metrics, name, package, super::remote::cache_of(&result));
+        let mut resp = answer(result.map_err(|e| req.error(e))?, bytes);
+        if let Some(m) = member.and_then(|m| HeaderValue::from_str(&m).ok()) {
+            resp.headers_mut().insert(X_MEMBER, m);
+        }
+        return Ok(resp);
     }
     let path = RepoPath::parse(&req.tail).map_err(|e| {
         record_request(metrics, name, package, Err(&e));

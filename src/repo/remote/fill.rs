@@ -9,7 +9,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::passthrough::is_no_space;
 use super::{Fetch, RemoteRepo, status_error};
-use crate::digest::ContentDigests;
+use crate::digest::{ContentDigests, Integrity, IntegrityHasher};
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::CacheClass;
@@ -206,8 +206,19 @@ impl RemoteRepo {
         let expect = Expect::default()
             .size(head.content_length)
             .sha256(fetch.expected_digest.as_ref());
-        let received = self.receive(stream, &mut writer, &expect, tx).await?;
+        let mut integrity = fetch.integrity.as_ref().map(Integrity::hasher);
+        let received = self
+            .receive(stream, &mut writer, &expect, integrity.as_mut(), tx)
+            .await?;
         expect.check(&received.digests)?;
+        if let (Some(want), Some(h)) = (&fetch.integrity, integrity) {
+            let got = h.finish();
+            if got != *want {
+                return Err(Error::Integrity(format!(
+                    "content digest is {got}, expected {want}"
+                )));
+            }
+        }
         RemoteRepo::check_announced(fetch, announced.as_deref(), &received.digests.sha256)?;
         tx.progress(received.held_back);
         writer.commit_verified(expect).await?;
@@ -216,7 +227,8 @@ impl RemoteRepo {
         Ok(())
     }
 
-    /// The stream loop: writes every chunk (the writer counts and hashes it) in batches, each
+    /// The stream loop: writes every chunk (the writer counts and hashes it; `integrity`, when
+    /// given, hashes it too) in batches, each
     /// announced to the followers when it is full or upstream pauses; the last batch is
     /// written but held back. An overlong body is refused as soon as it passes its length.
     async fn receive(
@@ -224,6 +236,7 @@ impl RemoteRepo {
         mut body: BodyStream,
         writer: &mut StorageWriter,
         expect: &Expect<'_>,
+        mut integrity: Option<&mut IntegrityHasher>,
         tx: &FillSender,
     ) -> Result<Received> {
         let mut total: u64 = 0;
@@ -247,6 +260,9 @@ impl RemoteRepo {
             };
             total += chunk.len() as u64;
             upstream_bytes.inc_by(chunk.len() as u64);
+            if let Some(h) = integrity.as_deref_mut() {
+                h.update(&chunk);
+            }
             expect.check_partial(total)?;
             if let Some(limit) = self.max_object_size
                 && total > limit

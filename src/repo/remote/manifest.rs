@@ -217,6 +217,7 @@ impl RemoteRepo {
             accept: fetch.accept,
             scope: fetch.scope.clone(),
             expected_digest: Some(digest),
+            integrity: None,
             manifest: Some(ManifestRules {
                 digest_alias_prefix: None,
             }),

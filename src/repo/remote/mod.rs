@@ -6,6 +6,7 @@
 mod degraded;
 mod fill;
 mod manifest;
+mod npm;
 mod passthrough;
 mod pypi;
 mod serve;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use super::inflight::{self, FillState, Joined};
 use super::{Cache, CacheStatus, RepoPath, Served};
 use crate::config::{CacheLimits, PackageKind, RemoteConfig};
-use crate::digest::Sha256Digest;
+use crate::digest::{Integrity, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::meta::ObjectMeta;
 use crate::package::{CacheClass, classify};
@@ -42,6 +43,9 @@ pub struct Fetch {
     pub scope: Option<String>,
     /// The bytes must hash to this `sha256:<hex>`, checked while they stream.
     pub expected_digest: Option<Sha256Digest>,
+    /// The bytes must also have this digest (npm's sha512 `integrity` or sha1 `shasum`),
+    /// checked while they stream.
+    pub integrity: Option<Integrity>,
     /// Registry manifest rules, when this is one.
     pub manifest: Option<ManifestRules>,
 }
@@ -239,6 +243,7 @@ impl RemoteRepo {
             accept: None,
             scope: None,
             expected_digest: None,
+            integrity: None,
             manifest: None,
         })
     }
@@ -349,7 +354,7 @@ impl RemoteRepo {
         } else {
             match inflight::started(&mut rx).await {
                 FillState::Body(p)
-                    if fetch.expected_digest.is_some()
+                    if (fetch.expected_digest.is_some() || fetch.integrity.is_some())
                         && !p.done
                         && p.head
                             .content_length

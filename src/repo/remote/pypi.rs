@@ -46,6 +46,7 @@ impl RemoteRepo {
             accept: Some(pypi::UPSTREAM_ACCEPT),
             scope: None,
             expected_digest: None,
+            integrity: None,
             manifest: None,
         };
         let served = self.get_fetch(fetch, None).await?;
@@ -98,6 +99,7 @@ impl RemoteRepo {
             accept: None,
             scope: None,
             expected_digest: sha256.filter(|_| !path.as_str().ends_with(".metadata")),
+            integrity: None,
             manifest: None,
         })
     }
